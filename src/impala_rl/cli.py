@@ -1,0 +1,187 @@
+"""The ``impala`` command: ``train``, ``eval``, ``plot``.
+
+Every bad input (unknown flag, bad value, unknown environment, inconsistent sizes) ends
+in one line on stderr naming the problem and what is accepted, exit code 2, and nothing
+written to disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+import time
+from pathlib import Path
+
+from impala_rl import __version__
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage dump
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# ----------------------------------------------------------------------------- train flags
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; help from the field's metadata, grouped by section."""
+    from impala_rl.config import TrainConfig
+
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in dataclasses.fields(TrainConfig):
+        group = groups.setdefault(f.metadata["group"], parser.add_argument_group(f.metadata["group"]))
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"{f.metadata['help']} (default: {default if default != '' else 'auto'})"
+        kw = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
+        if isinstance(default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif isinstance(default, tuple):
+            group.add_argument(flag, nargs="+", type=int, metavar="N", **kw)
+        else:
+            group.add_argument(flag, type=type(default), metavar=type(default).__name__.upper(), **kw)
+
+
+def _train_config(args: argparse.Namespace):
+    """(config, resume state or None) from the parsed flags; presets printed when applied."""
+    from impala_rl.config import TrainConfig, apply_preset, preset_name
+    from impala_rl.runtime.train import load_run
+
+    explicit = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    if "mlp_sizes" in explicit:
+        explicit["mlp_sizes"] = tuple(explicit["mlp_sizes"])
+    if args.resume:
+        try:
+            cfg, state = load_run(args.resume)
+        except FileNotFoundError as e:
+            raise UsageError(str(e)) from None
+        if "env" in explicit and explicit["env"] != cfg.env:
+            raise UsageError(f"--env {explicit['env']} differs from the resumed run's env {cfg.env}")
+        cfg = dataclasses.replace(cfg, **explicit, run_dir=str(args.resume))
+        if explicit:
+            print(f"[impala] resuming {args.resume} with overrides: {explicit}", file=sys.stderr)
+        return cfg, state
+    cfg = TrainConfig(**explicit)
+    cfg, changes = apply_preset(cfg, set(explicit))
+    if changes:
+        print(f"[impala] preset '{preset_name(cfg.env)}' for {cfg.env}: "
+              + ", ".join(f"{k}={v}" for k, v in changes.items()), file=sys.stderr)
+    if not cfg.run_dir:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        cfg = dataclasses.replace(cfg, run_dir=str(Path("runs") / f"{cfg.env.replace('/', '_')}-{stamp}"))
+    return cfg, None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from impala_rl.envs import check_env_id
+    from impala_rl.logging import setup_logging
+    from impala_rl.runtime.train import Trainer
+
+    cfg, state = _train_config(args)
+    try:
+        cfg.validate()
+        check_env_id(cfg.env)
+        trainer = Trainer(cfg, resume_state=state)
+    except ValueError as e:  # ConfigError, UnknownEnvError, unsupported spaces
+        raise UsageError(str(e)) from None
+    if state is None and (Path(cfg.run_dir) / "checkpoint.pt").exists():
+        raise UsageError(f"run directory {cfg.run_dir} already holds a run; use --resume {cfg.run_dir} "
+                         f"or another --run-dir")
+    if state is not None and trainer.learner.frames >= cfg.total_frames:
+        raise UsageError(f"the run in {cfg.run_dir} already reached {trainer.learner.frames} of "
+                         f"{cfg.total_frames} frames; pass a larger --total-frames to continue it")
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+    setup_logging(Path(cfg.run_dir), quiet=cfg.quiet)
+    print(f"[impala] training {cfg.env} for {cfg.total_frames} frames ({cfg.backend} backend, "
+          f"{cfg.num_actors} actors x {cfg.envs_per_actor} envs, device {trainer.device}); run dir {cfg.run_dir}",
+          file=sys.stderr)
+    result = trainer.run()
+    return 0 if result.stop_reason in ("done", "interrupted") else 1
+
+
+# ----------------------------------------------------------------------------- eval / plot
+def cmd_eval(args: argparse.Namespace) -> int:
+    from impala_rl.runtime.evaluate import evaluate
+
+    if args.episodes <= 0:
+        raise UsageError(f"--episodes must be positive, got {args.episodes}")
+    try:
+        result = evaluate(args.run_dir, episodes=args.episodes, greedy=not args.sample, video=args.video,
+                          seed=args.seed, max_steps=args.max_steps)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    print(f"{result.policy} policy, {len(result.returns)} episodes: mean return {result.mean:.2f} "
+          f"+- {result.std:.2f} (min {min(result.returns):.2f}, max {max(result.returns):.2f})")
+    if args.video:
+        print(f"video of episode 1 written to {args.video}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from impala_rl.plot import plot_runs
+
+    try:
+        path = plot_runs(args.run_dirs, args.output, window=args.window)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    print(f"learning curves written to {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="impala",
+                     description="IMPALA: scalable distributed deep RL with importance-weighted actor-learners.")
+    parser.add_argument("--version", action="version", version=f"impala-rl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train an agent", description="Train the IMPALA agent. Defaults are the "
+                           "paper's Atari values; non-Atari environments get a preset (printed at start).")
+    train.add_argument("--resume", metavar="RUN_DIR", default=None,
+                       help="continue a run (frames, optimizer state, LR schedule) from its checkpoint")
+    _add_config_flags(train)
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a trained run")
+    ev.add_argument("run_dir", metavar="RUN_DIR")
+    ev.add_argument("--episodes", type=int, default=10, help="episodes to play (default: 10)")
+    ev.add_argument("--sample", action="store_true", help="sample actions instead of the greedy policy")
+    ev.add_argument("--video", metavar="PATH", default=None, help="write an mp4 of the first episode")
+    ev.add_argument("--seed", type=int, default=12345, help="environment seed (default: 12345)")
+    ev.add_argument("--max-steps", type=int, default=0, help="cap on agent steps per episode; 0 = none")
+    ev.set_defaults(func=cmd_eval)
+
+    pl = sub.add_parser("plot", help="plot learning curves (episode return vs frames)")
+    pl.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    pl.add_argument("-o", "--output", default="curve.png", help="output PNG (default: curve.png)")
+    pl.add_argument("--window", type=int, default=50, help="episodes in the moving average (default: 50)")
+    pl.set_defaults(func=cmd_plot)
+    return parser
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # SIGTERM = Ctrl-C: final checkpoint, clean exit
+        return args.func(args)
+    except UsageError as e:
+        print(f"impala: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

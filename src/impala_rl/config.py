@@ -1,0 +1,211 @@
+"""Training configuration: one validated dataclass, the single source of every default.
+
+Each field's ``help`` metadata becomes its ``impala train --help`` text; ``group``
+sorts the help into sections. Defaults are the paper's Atari values (Espeholt et al.
+2018, Table G.1 and the text): unroll 20, batch 32, discount 0.99, baseline cost 0.5,
+entropy cost 0.01, RMSProp (lr 6e-4 linearly annealed to 0, decay 0.99, momentum 0,
+epsilon 0.01), global gradient-norm clip 40.
+
+Per-environment presets (``PRESETS``) adjust fields the user did not set, e.g. a small
+MLP and a higher learning rate for classic-control tasks; the CLI prints what a preset
+changed. Derived values (slot count, frames per learner step) are properties, never
+fields mutated after parsing.
+
+A flat dataclass (sections via metadata) was chosen over a nested tree: it pickles to
+actor processes and Ray workers as is, serialises to one flat JSON object in the run
+directory, and maps one-to-one onto command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+BACKENDS = ("local", "serial")
+TORSOS = ("auto", "mlp", "shallow", "deep")
+CORRECTIONS = ("vtrace", "1step_is", "epsilon", "none")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message says what was wrong and what is accepted."""
+
+
+def _f(default: Any, help: str, group: str, **kw: Any) -> Any:
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata={"help": help, "group": group, **kw})
+    return field(default=default, metadata={"help": help, "group": group, **kw})
+
+
+@dataclass
+class TrainConfig:
+    # --- environment -------------------------------------------------------------
+    env: str = _f("ALE/Pong-v5", "Gymnasium id; ALE/<Game>-v5 ids get the paper's Atari pipeline.", "environment")
+    sticky_actions: float = _f(0.0, "Atari repeat_action_probability (0 = deterministic, as in the paper).", "environment")
+    episodic_life: bool = _f(False, "Atari: treat a lost life as episode end for learning only (returns still span the game).", "environment")
+    full_action_space: bool = _f(False, "Atari: use all 18 actions instead of the game's minimal set.", "environment")
+    noop_max: int = _f(30, "Atari: up to this many no-op actions after reset.", "environment")
+    max_episode_frames: int = _f(108_000, "Atari: cap on emulator frames per episode (truncation).", "environment")
+    # --- model --------------------------------------------------------------------
+    torso: str = _f("auto", "Network torso: auto (shallow for images, mlp for vectors), mlp, shallow, deep.", "model")
+    use_lstm: bool = _f(False, "Add the paper's LSTM core (input: features, one-hot last action, clipped reward).", "model")
+    lstm_size: int = _f(256, "LSTM hidden size.", "model")
+    mlp_sizes: tuple = _f((64, 64), "Hidden layer sizes of the MLP torso.", "model")
+    # --- algorithm ------------------------------------------------------------------
+    unroll_length: int = _f(20, "Unroll length T (each unroll holds T+1 rows: it overlaps the previous by one).", "algorithm")
+    batch_size: int = _f(32, "Unrolls per learner batch B.", "algorithm")
+    discount: float = _f(0.99, "Discount factor gamma.", "algorithm")
+    baseline_cost: float = _f(0.5, "Weight of the baseline (value) loss.", "algorithm")
+    entropy_cost: float = _f(0.01, "Weight of the entropy bonus.", "algorithm")
+    correction: str = _f("vtrace", "Off-policy correction: vtrace, 1step_is, epsilon, none (paper Table 2).", "algorithm")
+    clip_rho_threshold: float = _f(1.0, "V-trace rho-bar (truncation of the value-target importance weights).", "algorithm")
+    clip_c_threshold: float = _f(1.0, "V-trace c-bar (truncation of the trace-cutting coefficients).", "algorithm")
+    clip_pg_rho_threshold: float = _f(1.0, "Truncation of the policy-gradient importance weights.", "algorithm")
+    vtrace_lambda: float = _f(1.0, "V-trace lambda (c_i = lambda * min(c-bar, rho_i)).", "algorithm")
+    reward_clip: float = _f(1.0, "Clip rewards to [-x, x] in the learner; 0 disables clipping.", "algorithm")
+    # --- optimiser -----------------------------------------------------------------
+    learning_rate: float = _f(6e-4, "RMSProp learning rate (linearly annealed to 0 over total_frames).", "optimiser")
+    lr_anneal: bool = _f(True, "Anneal the learning rate linearly to 0 over total_frames.", "optimiser")
+    rmsprop_decay: float = _f(0.99, "RMSProp decay (alpha).", "optimiser")
+    rmsprop_momentum: float = _f(0.0, "RMSProp momentum.", "optimiser")
+    rmsprop_epsilon: float = _f(0.01, "RMSProp epsilon.", "optimiser")
+    grad_norm_clip: float = _f(40.0, "Clip the global gradient norm to this value; 0 disables clipping.", "optimiser")
+    # --- runtime -------------------------------------------------------------------
+    total_frames: int = _f(50_000_000, "Stop after this many environment frames (agent steps x action repeat).", "runtime")
+    backend: str = _f("local", "local: actor processes + shared memory; serial: one process (debugging).", "runtime")
+    num_actors: int = _f(2, "Actor processes.", "runtime")
+    envs_per_actor: int = _f(8, "Environments stepped by each actor (inference batched over them).", "runtime")
+    num_slots: int = _f(0, "Rollout slots in shared memory; 0 = auto (2 x actors x envs + batch).", "runtime")
+    sync: bool = _f(False, "Batched-A2C baseline: actors wait for fresh weights each unroll (policy lag 0).", "runtime")
+    device: str = _f("auto", "Learner device: auto (cuda if available), cpu, cuda.", "runtime")
+    learner_threads: int = _f(0, "torch threads in the learner; 0 = number of cores.", "runtime")
+    seed: int = _f(0, "Random seed (environments, actions, initial weights).", "runtime")
+    max_nonfinite: int = _f(10, "Stop after this many consecutive non-finite losses (updates are skipped).", "runtime")
+    # --- logging -------------------------------------------------------------------
+    run_dir: str = _f("", "Run directory; default runs/<env>-<time>.", "logging")
+    log_interval: float = _f(5.0, "Seconds between progress lines and CSV/TensorBoard rows.", "logging")
+    checkpoint_interval: float = _f(10.0, "Minutes between checkpoints (one is always written at the end).", "logging")
+    quiet: bool = _f(False, "No progress lines on stderr.", "logging")
+
+    # ---------------------------------------------------------------- derived values
+    @property
+    def is_atari(self) -> bool:
+        return self.env.startswith("ALE/")
+
+    @property
+    def total_envs(self) -> int:
+        return self.num_actors * self.envs_per_actor
+
+    @property
+    def slots(self) -> int:
+        """Rollout slots: enough for every env to fill one unroll while another waits."""
+        return self.num_slots or 2 * self.total_envs + self.batch_size
+
+    @property
+    def frames_per_step(self) -> int:
+        """Environment frames per agent step (the action repeat)."""
+        return 4 if self.is_atari else 1
+
+    @property
+    def frames_per_batch(self) -> int:
+        return self.unroll_length * self.batch_size * self.frames_per_step
+
+    # ---------------------------------------------------------------- validation
+    def validate(self) -> "TrainConfig":
+        """Raise ConfigError naming the first invalid value and what is accepted."""
+        def choice(name: str, accepted: tuple) -> None:
+            value = getattr(self, name)
+            if value not in accepted:
+                raise ConfigError(f"{name} '{value}' is not one of: {', '.join(accepted)}")
+
+        def positive(name: str) -> None:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+        def non_negative(name: str) -> None:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+        choice("backend", BACKENDS)
+        choice("torso", TORSOS)
+        choice("correction", CORRECTIONS)
+        choice("device", DEVICES)
+        for name in ("unroll_length", "batch_size", "num_actors", "envs_per_actor", "total_frames",
+                     "lstm_size", "learning_rate", "log_interval", "checkpoint_interval", "max_nonfinite"):
+            positive(name)
+        for name in ("num_slots", "reward_clip", "grad_norm_clip", "learner_threads", "noop_max",
+                     "entropy_cost", "baseline_cost", "rmsprop_epsilon", "rmsprop_momentum"):
+            non_negative(name)
+        if not 0.0 <= self.discount <= 1.0:
+            raise ConfigError(f"discount must be in [0, 1], got {self.discount}")
+        if not 0.0 <= self.sticky_actions <= 1.0:
+            raise ConfigError(f"sticky_actions must be in [0, 1], got {self.sticky_actions}")
+        if not 0.0 < self.vtrace_lambda <= 1.0:
+            raise ConfigError(f"vtrace_lambda must be in (0, 1], got {self.vtrace_lambda}")
+        if not 0.0 <= self.rmsprop_decay < 1.0:
+            raise ConfigError(f"rmsprop_decay must be in [0, 1), got {self.rmsprop_decay}")
+        if not self.mlp_sizes or any(int(s) <= 0 for s in self.mlp_sizes):
+            raise ConfigError(f"mlp_sizes must be positive integers, got {self.mlp_sizes}")
+        if self.batch_size > self.slots:
+            raise ConfigError(
+                f"batch_size ({self.batch_size}) is larger than the number of rollout slots ({self.slots}); "
+                f"use a batch_size <= num_slots, or raise num_slots")
+        if self.slots < self.batch_size + self.envs_per_actor:
+            raise ConfigError(
+                f"num_slots ({self.slots}) must be at least batch_size + envs_per_actor "
+                f"({self.batch_size + self.envs_per_actor}) so an actor can fill an unroll while the learner holds a batch")
+        if self.sync and self.batch_size != self.total_envs:
+            raise ConfigError(
+                f"sync mode needs batch_size == num_actors x envs_per_actor ({self.total_envs}) so every "
+                f"batch holds one unroll of each env at one policy version; got batch_size {self.batch_size}")
+        return self
+
+    # ---------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["mlp_sizes"] = list(self.mlp_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        d = dict(d)
+        if "mlp_sizes" in d:
+            d["mlp_sizes"] = tuple(int(s) for s in d["mlp_sizes"])
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# Presets by environment family: applied to fields the user did not set explicitly.
+PRESETS: dict[str, dict[str, Any]] = {
+    "atari": {},
+    "classic_control": {
+        "torso": "mlp",
+        "mlp_sizes": (64, 64),
+        "envs_per_actor": 8,
+        "batch_size": 16,
+        "unroll_length": 20,
+        "learning_rate": 1e-3,
+        "total_frames": 500_000,
+        "reward_clip": 0.0,
+        "entropy_cost": 0.01,
+    },
+}
+
+
+def preset_name(env_id: str) -> str:
+    return "atari" if env_id.startswith("ALE/") else "classic_control"
+
+
+def apply_preset(cfg: TrainConfig, explicit: set[str]) -> tuple[TrainConfig, dict[str, Any]]:
+    """Return (config with the env's preset applied to non-explicit fields, the changes made)."""
+    changes = {k: v for k, v in PRESETS[preset_name(cfg.env)].items()
+               if k not in explicit and getattr(cfg, k) != v}
+    return dataclasses.replace(cfg, **changes), changes

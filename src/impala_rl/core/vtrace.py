@@ -1,0 +1,330 @@
+"""V-trace off-policy targets (Espeholt et al., 2018, section 4).
+
+All tensors are time-major: per-step quantities are ``[T, B]``, the bootstrap value is
+``[B]``, policy parameters are ``[T, B, P]``. Row ``t`` of every ``[T, B]`` tensor
+describes the same transition ``(x_t, a_t, r_t, x_{t+1})``:
+
+* ``rewards[t]`` is ``r_t``, received after taking ``a_t`` in ``x_t``;
+* ``discounts[t]`` is ``gamma_t``, the discount applied to the value of ``x_{t+1}``:
+  ``gamma * (1 - done_t)``, so 0 where the episode ended at step ``t`` (the trace is
+  cut there and nothing after it leaks into the targets of earlier steps);
+* ``values[t]`` is ``V(x_t)`` and ``bootstrap_value`` is ``V(x_T)``.
+
+Definitions (paper, eq. 1, with per-step discounts and the ``lambda`` of its
+appendix; ``rho_bar``, ``c_bar`` and ``rho_bar_pg`` are ``clip_rho_threshold``,
+``clip_c_threshold`` and ``clip_pg_rho_threshold``; a threshold of ``None`` disables
+that truncation)::
+
+    rho_t    = min(rho_bar,    pi(a_t|x_t) / mu(a_t|x_t))
+    c_t      = lambda * min(c_bar, pi(a_t|x_t) / mu(a_t|x_t))
+    delta_t  = rho_t * (r_t + gamma_t V(x_{t+1}) - V(x_t))
+    v_s      = V(x_s) + sum_{t=s}^{T-1} (prod_{i=s}^{t-1} gamma_i c_i) delta_t
+    A_s      = min(rho_bar_pg, pi/mu) * (r_s + gamma_s v_{s+1} - V(x_s)),   v_T = V(x_T)
+
+``v_s`` is computed with the equivalent O(T) backward recursion
+``v_s - V(x_s) = delta_s + gamma_s c_s (v_{s+1} - V(x_{s+1}))``, vectorised over ``B``.
+All targets are computed under ``torch.no_grad``: they never carry a gradient.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+
+from impala_rl.core import distributions
+
+__all__ = [
+    "VTraceReturns",
+    "VTraceFromLogitsReturns",
+    "from_importance_weights",
+    "from_logits",
+    "from_gaussian",
+    "from_policy_params",
+]
+
+
+class VTraceReturns(NamedTuple):
+    """V-trace targets; both fields have no gradient.
+
+    Attributes:
+      vs: float ``[T, B]``, the value targets ``v_s``.
+      pg_advantages: float ``[T, B]``, the advantages that weight ``grad log pi(a_s|x_s)``.
+    """
+
+    vs: torch.Tensor
+    pg_advantages: torch.Tensor
+
+
+class VTraceFromLogitsReturns(NamedTuple):
+    """V-trace targets plus the log-probabilities they were computed from.
+
+    Returned by :func:`from_logits`, :func:`from_gaussian` and :func:`from_policy_params`.
+
+    Attributes:
+      vs: float ``[T, B]``, value targets (no gradient).
+      pg_advantages: float ``[T, B]``, policy-gradient advantages (no gradient).
+      log_rhos: float ``[T, B]``, ``log pi(a_t) - log mu(a_t)`` (no gradient).
+      behaviour_action_log_probs: float ``[T, B]``, ``log mu(a_t)`` (no gradient).
+      target_action_log_probs: float ``[T, B]``, ``log pi(a_t)``; KEEPS its gradient with
+        respect to the target policy parameters, for the policy-gradient loss.
+    """
+
+    vs: torch.Tensor
+    pg_advantages: torch.Tensor
+    log_rhos: torch.Tensor
+    behaviour_action_log_probs: torch.Tensor
+    target_action_log_probs: torch.Tensor
+
+
+def _shape(x: torch.Tensor) -> tuple:
+    return tuple(x.shape)
+
+
+def _check_time_batch(bootstrap_value: torch.Tensor, **tensors: torch.Tensor) -> None:
+    """Check that every tensor in ``tensors`` is ``[T, B]`` (T >= 1) and bootstrap ``[B]``."""
+    (ref_name, ref), *rest = tensors.items()
+    names = ", ".join(tensors)
+    if ref.dim() != 2 or ref.shape[0] == 0:
+        raise ValueError(f"{ref_name} has shape {_shape(ref)}; expected [T, B] with T >= 1")
+    for name, x in rest:
+        if x.shape != ref.shape:
+            raise ValueError(
+                f"{name} has shape {_shape(x)} but {ref_name} has shape {_shape(ref)}; "
+                f"expected all of [T, B] ({names})"
+            )
+    if bootstrap_value.shape != ref.shape[1:]:
+        raise ValueError(
+            f"bootstrap_value has shape {_shape(bootstrap_value)} but {ref_name} has shape "
+            f"{_shape(ref)}; expected bootstrap_value [B] with B = {ref.shape[1]}"
+        )
+
+
+def _clip(x: torch.Tensor, threshold: Optional[float]) -> torch.Tensor:
+    return x if threshold is None else torch.clamp(x, max=threshold)
+
+
+def _discounted_backward_sum(deltas: torch.Tensor, decays: torch.Tensor) -> torch.Tensor:
+    """``acc_t = deltas_t + decays_t * acc_{t+1}``, ``acc_T = 0``; all ``[T, B]``.
+
+    The single backward recursion in this package (V-trace and every correction use it).
+    Python loop over T, vectorised over B.
+    """
+    out = torch.empty_like(deltas)
+    acc = torch.zeros_like(deltas[0])
+    for t in range(deltas.shape[0] - 1, -1, -1):
+        acc = deltas[t] + decays[t] * acc
+        out[t] = acc
+    return out
+
+
+def from_importance_weights(
+    log_rhos: torch.Tensor,
+    discounts: torch.Tensor,
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    bootstrap_value: torch.Tensor,
+    clip_rho_threshold: Optional[float] = 1.0,
+    clip_c_threshold: Optional[float] = 1.0,
+    clip_pg_rho_threshold: Optional[float] = 1.0,
+    lambda_: float = 1.0,
+) -> VTraceReturns:
+    """V-trace targets from log importance weights (see the module docstring for the maths).
+
+    Args:
+      log_rhos: float ``[T, B]``, ``log pi(a_t|x_t) - log mu(a_t|x_t)`` (target minus
+        behaviour). Not clipped here; the thresholds below apply to ``exp(log_rhos)``.
+      discounts: float ``[T, B]``, ``gamma_t``; 0 where the episode ended at step t.
+      rewards: float ``[T, B]``, ``r_t``.
+      values: float ``[T, B]``, ``V(x_t)`` under the target policy's value function.
+      bootstrap_value: float ``[B]``, ``V(x_T)``.
+      clip_rho_threshold: ``rho_bar`` truncating the ``rho_t`` in ``delta_t``; None = no clip.
+      clip_c_threshold: ``c_bar`` truncating the trace coefficients ``c_t``; None = no clip.
+      clip_pg_rho_threshold: truncation of the importance weight on the policy-gradient
+        advantage; None = no clip.
+      lambda_: trace-cutting parameter in [0, 1], multiplies every ``c_t`` (paper appendix).
+
+    Returns:
+      :class:`VTraceReturns` of float ``[T, B]`` tensors in the dtype of the inputs
+      (float32 and float64 both work), without gradient.
+
+    Note on ``lambda_ < 1``: implementations differ in the ``v_{s+1}`` used by the
+    policy-gradient advantage ``r_s + gamma_s v_{s+1} - V(x_s)``; some mix it with
+    ``V(x_{s+1})`` using lambda. We use the plain V-trace target ``v_{s+1}`` (with
+    ``v_T = bootstrap_value``), as deepmind/scalable_agent does; for ``lambda_ = 1``
+    all agree.
+    """
+    _check_time_batch(
+        bootstrap_value, log_rhos=log_rhos, discounts=discounts, rewards=rewards, values=values
+    )
+    if not 0.0 <= lambda_ <= 1.0:
+        raise ValueError(f"lambda_ must be in [0, 1], got {lambda_}")
+    with torch.no_grad():
+        rhos = torch.exp(log_rhos)
+        clipped_rhos = _clip(rhos, clip_rho_threshold)
+        cs = lambda_ * _clip(rhos, clip_c_threshold)
+
+        values_t_plus_1 = torch.cat([values[1:], bootstrap_value.unsqueeze(0)], dim=0)
+        deltas = clipped_rhos * (rewards + discounts * values_t_plus_1 - values)
+        vs = values + _discounted_backward_sum(deltas, discounts * cs)
+
+        vs_t_plus_1 = torch.cat([vs[1:], bootstrap_value.unsqueeze(0)], dim=0)
+        pg_rhos = _clip(rhos, clip_pg_rho_threshold)
+        pg_advantages = pg_rhos * (rewards + discounts * vs_t_plus_1 - values)
+    return VTraceReturns(vs=vs, pg_advantages=pg_advantages)
+
+
+def from_policy_params(
+    policy_type: str,
+    behaviour_params: torch.Tensor,
+    target_params: torch.Tensor,
+    actions: torch.Tensor,
+    discounts: torch.Tensor,
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    bootstrap_value: torch.Tensor,
+    clip_rho_threshold: Optional[float] = 1.0,
+    clip_c_threshold: Optional[float] = 1.0,
+    clip_pg_rho_threshold: Optional[float] = 1.0,
+    lambda_: float = 1.0,
+) -> VTraceFromLogitsReturns:
+    """V-trace from packed policy parameters (the form policy heads emit).
+
+    Args:
+      policy_type: ``'categorical'`` or ``'gaussian'`` (see :mod:`impala_rl.core.distributions`).
+      behaviour_params: float ``[T, B, P]``, the actors' policy ``mu`` (packed).
+      target_params: float ``[T, B, P]``, the learner's policy ``pi`` (packed); may carry a
+        gradient, which flows only into ``target_action_log_probs`` of the result.
+      actions: categorical: int64 ``[T, B]``; gaussian: float ``[T, B, A]`` with ``P = 2A``.
+      discounts, rewards, values, bootstrap_value, clip_*, lambda_: as in
+        :func:`from_importance_weights`.
+
+    Returns:
+      :class:`VTraceFromLogitsReturns`.
+    """
+    distributions.check_policy_type(policy_type)
+    if behaviour_params.dim() != 3 or behaviour_params.shape != target_params.shape:
+        raise ValueError(
+            f"behaviour_params has shape {_shape(behaviour_params)} and target_params has shape "
+            f"{_shape(target_params)}; expected both [T, B, P]"
+        )
+    target_action_log_probs = distributions.log_prob(policy_type, target_params, actions)
+    behaviour_action_log_probs = distributions.log_prob(
+        policy_type, behaviour_params, actions
+    ).detach()
+    log_rhos = target_action_log_probs.detach() - behaviour_action_log_probs
+    vtrace_returns = from_importance_weights(
+        log_rhos=log_rhos,
+        discounts=discounts,
+        rewards=rewards,
+        values=values,
+        bootstrap_value=bootstrap_value,
+        clip_rho_threshold=clip_rho_threshold,
+        clip_c_threshold=clip_c_threshold,
+        clip_pg_rho_threshold=clip_pg_rho_threshold,
+        lambda_=lambda_,
+    )
+    return VTraceFromLogitsReturns(
+        vs=vtrace_returns.vs,
+        pg_advantages=vtrace_returns.pg_advantages,
+        log_rhos=log_rhos,
+        behaviour_action_log_probs=behaviour_action_log_probs,
+        target_action_log_probs=target_action_log_probs,
+    )
+
+
+def from_logits(
+    behaviour_policy_logits: torch.Tensor,
+    target_policy_logits: torch.Tensor,
+    actions: torch.Tensor,
+    discounts: torch.Tensor,
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    bootstrap_value: torch.Tensor,
+    clip_rho_threshold: Optional[float] = 1.0,
+    clip_c_threshold: Optional[float] = 1.0,
+    clip_pg_rho_threshold: Optional[float] = 1.0,
+    lambda_: float = 1.0,
+) -> VTraceFromLogitsReturns:
+    """V-trace for a categorical policy (the scalable_agent signature).
+
+    Args:
+      behaviour_policy_logits: float ``[T, B, A]``, unnormalised log-probabilities of ``mu``.
+      target_policy_logits: float ``[T, B, A]``, unnormalised log-probabilities of ``pi``.
+      actions: int64 ``[T, B]``, actions sampled from ``mu``.
+      discounts, rewards, values, bootstrap_value, clip_*, lambda_: as in
+        :func:`from_importance_weights`.
+
+    Returns:
+      :class:`VTraceFromLogitsReturns`; ``target_action_log_probs`` keeps its gradient.
+    """
+    return from_policy_params(
+        "categorical",
+        behaviour_policy_logits,
+        target_policy_logits,
+        actions,
+        discounts,
+        rewards,
+        values,
+        bootstrap_value,
+        clip_rho_threshold=clip_rho_threshold,
+        clip_c_threshold=clip_c_threshold,
+        clip_pg_rho_threshold=clip_pg_rho_threshold,
+        lambda_=lambda_,
+    )
+
+
+def from_gaussian(
+    behaviour_mean: torch.Tensor,
+    behaviour_log_std: torch.Tensor,
+    target_mean: torch.Tensor,
+    target_log_std: torch.Tensor,
+    actions: torch.Tensor,
+    discounts: torch.Tensor,
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    bootstrap_value: torch.Tensor,
+    clip_rho_threshold: Optional[float] = 1.0,
+    clip_c_threshold: Optional[float] = 1.0,
+    clip_pg_rho_threshold: Optional[float] = 1.0,
+    lambda_: float = 1.0,
+) -> VTraceFromLogitsReturns:
+    """V-trace for a diagonal Gaussian policy; log-densities are summed over ``A``.
+
+    Args:
+      behaviour_mean, behaviour_log_std: float ``[T, B, A]``, the parameters of ``mu``.
+      target_mean, target_log_std: float ``[T, B, A]``, the parameters of ``pi``.
+      actions: float ``[T, B, A]``, actions sampled from ``mu``.
+      discounts, rewards, values, bootstrap_value, clip_*, lambda_: as in
+        :func:`from_importance_weights`.
+
+    Returns:
+      :class:`VTraceFromLogitsReturns`; ``target_action_log_probs`` keeps its gradient.
+    """
+    shapes = {
+        "behaviour_mean": behaviour_mean,
+        "behaviour_log_std": behaviour_log_std,
+        "target_mean": target_mean,
+        "target_log_std": target_log_std,
+        "actions": actions,
+    }
+    for name, x in shapes.items():
+        if x.dim() != 3 or x.shape != behaviour_mean.shape:
+            raise ValueError(
+                f"{name} has shape {_shape(x)} but behaviour_mean has shape "
+                f"{_shape(behaviour_mean)}; expected all of [T, B, A] ({', '.join(shapes)})"
+            )
+    return from_policy_params(
+        "gaussian",
+        torch.cat([behaviour_mean, behaviour_log_std], dim=-1),
+        torch.cat([target_mean, target_log_std], dim=-1),
+        actions,
+        discounts,
+        rewards,
+        values,
+        bootstrap_value,
+        clip_rho_threshold=clip_rho_threshold,
+        clip_c_threshold=clip_c_threshold,
+        clip_pg_rho_threshold=clip_pg_rho_threshold,
+        lambda_=lambda_,
+    )

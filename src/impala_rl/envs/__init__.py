@@ -1,0 +1,28 @@
+"""Environments: a Gymnasium factory with the IMPALA Atari pipeline, and env specs.
+
+Only :mod:`impala_rl.runtime` and the CLI import this package. It depends on
+numpy and gymnasium (ale-py is imported lazily, on the first Atari or registry call).
+"""
+
+from impala_rl.envs.factory import (
+    AtariOptions,
+    UnknownEnvError,
+    check_env_id,
+    frames_per_step,
+    is_atari,
+    make_env,
+)
+from impala_rl.envs.spec import EnvSpec, describe
+from impala_rl.envs.wrappers import LifeLossInfo
+
+__all__ = [
+    "AtariOptions",
+    "EnvSpec",
+    "LifeLossInfo",
+    "UnknownEnvError",
+    "check_env_id",
+    "describe",
+    "frames_per_step",
+    "is_atari",
+    "make_env",
+]

@@ -1,0 +1,167 @@
+"""Run logging: a live progress line, CSV files and TensorBoard scalars in the run directory.
+
+Files written under the run directory:
+- ``metrics.csv``: one row per log interval (columns ``METRIC_COLUMNS``);
+- ``episodes.csv``: one row per finished episode (frames, return, length);
+- ``tb/``: the same scalars for TensorBoard;
+- ``train.log``: the log messages (actor restarts, warnings, the final summary).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+METRIC_COLUMNS = (
+    "frames", "elapsed_s", "fps", "learner_steps", "learner_steps_per_s",
+    "episode_return", "episode_length", "episodes",
+    "total_loss", "pg_loss", "baseline_loss", "entropy_loss", "entropy",
+    "mean_rho", "rho_clipped_fraction", "policy_lag_mean", "policy_lag_max",
+    "grad_norm", "learning_rate", "actor_restarts", "nonfinite_total", "learner_wait_s",
+)
+_MAX_COLUMNS = {"policy_lag_max"}
+_LAST_COLUMNS = {"learning_rate", "nonfinite_total"}
+
+logger = logging.getLogger("impala_rl")
+
+
+def setup_logging(run_dir: Path | None = None, quiet: bool = False) -> None:
+    """Messages to stderr (unless quiet) and to ``run_dir/train.log``. Called by the CLI only."""
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S")
+    if not quiet:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(fmt)
+        logger.addHandler(h)
+    if run_dir is not None:
+        h = logging.FileHandler(Path(run_dir) / "train.log")
+        h.setFormatter(fmt)
+        logger.addHandler(h)
+
+
+def _fmt_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "--:--:--"
+    s = int(seconds)
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _fmt_count(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+class RunLogger:
+    """Aggregates learner metrics and episodes between log intervals and writes them out."""
+
+    def __init__(self, run_dir: Path, total_frames: int, start_frames: int = 0, interval: float = 5.0,
+                 quiet: bool = False, tensorboard: bool = True, window: int = 100):
+        self.run_dir = Path(run_dir)
+        self.total_frames = total_frames
+        self.interval = interval
+        self.quiet = quiet
+        self.start_time = time.time()
+        self.last_time = self.start_time
+        self.last_frames = start_frames
+        self.start_frames = start_frames
+        self.steps = 0
+        self.last_steps = 0
+        self.recent_returns: deque[float] = deque(maxlen=window)
+        self.recent_lengths: deque[int] = deque(maxlen=window)
+        self.episodes = 0
+        self._acc: dict[str, list[float]] = {}
+        self.last_row: dict[str, float] = {}
+        new = not (self.run_dir / "metrics.csv").exists()
+        self._metrics_file = open(self.run_dir / "metrics.csv", "a", newline="")
+        self._metrics = csv.DictWriter(self._metrics_file, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        if new:
+            self._metrics.writeheader()
+        new = not (self.run_dir / "episodes.csv").exists()
+        self._episodes_file = open(self.run_dir / "episodes.csv", "a", newline="")
+        self._episodes = csv.writer(self._episodes_file)
+        if new:
+            self._episodes.writerow(["frames", "return", "length"])
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self._tb = SummaryWriter(str(self.run_dir / "tb"))
+            except ImportError:  # tensorboard is a dependency, but keep training if it is broken
+                logger.warning("tensorboard is not importable; writing CSV only")
+
+    def record(self, frames: int, metrics: dict[str, float], episodes: list, extra: dict[str, float]) -> None:
+        """Called after every learner step."""
+        self.steps += 1
+        for k, v in list(metrics.items()) + list(extra.items()):
+            self._acc.setdefault(k, []).append(v)
+        for e in episodes:
+            self.recent_returns.append(e.ret)
+            self.recent_lengths.append(e.length)
+            self.episodes += 1
+            self._episodes.writerow([frames, f"{e.ret:.6g}", e.length])
+        now = time.time()
+        if now - self.last_time >= self.interval:
+            self.flush(frames, now)
+
+    def flush(self, frames: int, now: float | None = None) -> dict[str, float]:
+        now = time.time() if now is None else now
+        dt = max(now - self.last_time, 1e-9)
+        row: dict[str, float] = {}
+        for k, values in self._acc.items():
+            if k in _MAX_COLUMNS:
+                row[k] = max(values)
+            elif k in _LAST_COLUMNS:
+                row[k] = values[-1]
+            else:
+                row[k] = sum(values) / len(values)
+        row.update(
+            frames=frames, elapsed_s=now - self.start_time, fps=(frames - self.last_frames) / dt,
+            learner_steps=self.steps, learner_steps_per_s=(self.steps - self.last_steps) / dt,
+            episodes=self.episodes,
+            episode_return=(sum(self.recent_returns) / len(self.recent_returns)) if self.recent_returns else float("nan"),
+            episode_length=(sum(self.recent_lengths) / len(self.recent_lengths)) if self.recent_lengths else float("nan"),
+        )
+        self._acc = {}
+        self.last_time, self.last_frames, self.last_steps = now, frames, self.steps
+        self.last_row = row
+        self._metrics.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        self._metrics_file.flush()
+        self._episodes_file.flush()
+        if self._tb is not None:
+            for k, v in row.items():
+                if k != "frames" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self._tb.add_scalar(k, v, frames)
+            self._tb.flush()
+        if not self.quiet:
+            print(self.progress_line(row), file=sys.stderr, flush=True)
+        return row
+
+    def progress_line(self, row: dict[str, float]) -> str:
+        frames = row["frames"]
+        fps = row["fps"]
+        elapsed = row["elapsed_s"]
+        overall_fps = (frames - self.start_frames) / max(elapsed, 1e-9)
+        eta = (self.total_frames - frames) / overall_fps if overall_fps > 0 else float("inf")
+        ret = row["episode_return"]
+        ret_s = f"{ret:8.2f}" if math.isfinite(ret) else "     n/a"
+        return (f"frames {_fmt_count(frames):>8}/{_fmt_count(self.total_frames)} | {fps:7.0f} fps | "
+                f"return {ret_s} (last {len(self.recent_returns)} eps) | "
+                f"lag {row.get('policy_lag_mean', float('nan')):.1f} (max {row.get('policy_lag_max', 0):.0f}) | "
+                f"{_fmt_duration(elapsed)} elapsed, ETA {_fmt_duration(eta)}")
+
+    def close(self) -> None:
+        self._metrics_file.close()
+        self._episodes_file.close()
+        if self._tb is not None:
+            self._tb.close()

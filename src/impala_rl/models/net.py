@@ -1,0 +1,245 @@
+"""The IMPALA agent network: torso -> (optional LSTM core) -> policy and value heads.
+
+One module serves both sides of IMPALA: an actor steps it with T = 1 and carries the
+recurrent state between calls; the learner unrolls it over a whole trajectory [T, B] from
+the state the actor had at the trajectory's first row. Stepping T times with T = 1 and
+unrolling once over T give the same outputs (tested), so the learner reproduces the
+actor's policy exactly when the weights are the same.
+
+Policy parameters are packed the way :mod:`impala_rl.core.distributions` reads them:
+
+* ``'categorical'``: logits ``[..., A]``;
+* ``'gaussian'``: ``cat([mean, log_std], -1)`` ``[..., 2A]``, with a state-independent
+  learned ``log_std`` (initialised to 0, i.e. std 1).
+
+Initialisation: PyTorch defaults everywhere except the policy head, which is orthogonal
+with gain 0.01 and zero bias, so that the initial policy is close to uniform (categorical)
+or centred on 0 (gaussian) whatever the features are, as in common PPO/IMPALA ports. This
+gives exploration a fair start and keeps the first importance ratios near 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from impala_rl.models.torsos import make_torso
+
+POLICY_TYPES = ("categorical", "gaussian")
+"""Policy parameterisations ``ImpalaNet(policy_type=...)`` accepts."""
+
+CoreState = tuple[torch.Tensor, ...]
+"""Recurrent state: ``(h [B, H], c [B, H])`` float32 with an LSTM, ``()`` without."""
+
+
+class NetOutput(NamedTuple):
+    """What :meth:`ImpalaNet.forward` returns besides the new core state.
+
+    Attributes:
+        policy_params: float32 ``[T, B, P]``; P = A (logits) or 2A (mean, log_std).
+        values: float32 ``[T, B, num_values]``; the baseline V(x_t), one per task
+            when ``num_values > 1`` (PopArt multi-task). Squeeze the last dimension
+            for a single task.
+    """
+
+    policy_params: torch.Tensor
+    values: torch.Tensor
+
+
+class ImpalaNet(nn.Module):
+    """Torso, optional LSTM core and heads (Espeholt et al. 2018, Fig. 3).
+
+    Args:
+        obs_shape: shape of one observation: ``(D,)`` for ``torso='mlp'``,
+            ``(C, H, W)`` for ``'shallow'`` and ``'deep'``.
+        action_dim: A, the number of discrete actions (categorical) or the size of the
+            action vector (gaussian).
+        policy_type: ``'categorical'`` or ``'gaussian'``.
+        torso: ``'mlp'``, ``'shallow'`` or ``'deep'``.
+        use_lstm: add the paper's LSTM core, fed with the torso features, the last action
+            (one-hot for categorical, the action vector for gaussian) and the last reward.
+        lstm_size: H, the LSTM hidden size (used only with ``use_lstm``).
+        mlp_sizes: hidden widths of the ``'mlp'`` torso.
+        num_values: number of value outputs (one per task for PopArt multi-task).
+        channels_last: run an image torso in channels_last memory format (same outputs;
+            a throughput option). Ignored by the ``'mlp'`` torso.
+
+    Raises:
+        ValueError: an unknown option, or an ``obs_shape`` the torso cannot take (the
+            message names the torso, the shape and what would be accepted).
+    """
+
+    def __init__(
+        self,
+        obs_shape: Sequence[int],
+        action_dim: int,
+        policy_type: str = "categorical",
+        torso: str = "mlp",
+        use_lstm: bool = False,
+        lstm_size: int = 256,
+        mlp_sizes: Sequence[int] = (64, 64),
+        num_values: int = 1,
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        if policy_type not in POLICY_TYPES:
+            raise ValueError(f"unknown policy_type {policy_type!r}; choose one of {POLICY_TYPES}")
+        for name, value in (("action_dim", action_dim), ("num_values", num_values)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1; got {value}")
+        if use_lstm and lstm_size < 1:
+            raise ValueError(f"lstm_size must be >= 1; got {lstm_size}")
+
+        self.obs_shape = tuple(int(d) for d in obs_shape)
+        self.action_dim = int(action_dim)
+        self.policy_type = policy_type
+        self.use_lstm = use_lstm
+        self.num_values = int(num_values)
+
+        self.torso = make_torso(torso, self.obs_shape, mlp_sizes, channels_last)
+        features = self.torso.output_size
+        if use_lstm:
+            # Input: torso features, last action (A), last reward (1).
+            self.lstm = nn.LSTMCell(features + self.action_dim + 1, lstm_size)
+            self.core_output_size = lstm_size
+        else:
+            self.core_output_size = features
+
+        self.policy_head = nn.Linear(self.core_output_size, self.action_dim)
+        nn.init.orthogonal_(self.policy_head.weight, gain=0.01)
+        nn.init.zeros_(self.policy_head.bias)
+        if policy_type == "gaussian":
+            self.log_std = nn.Parameter(torch.zeros(self.action_dim))
+        # PopArt rescales this layer in place: keep the attribute name.
+        self.value_head = nn.Linear(self.core_output_size, self.num_values)
+
+    @property
+    def policy_param_size(self) -> int:
+        """P, the last dimension of ``policy_params``: A (categorical) or 2A (gaussian)."""
+        return self.action_dim * (2 if self.policy_type == "gaussian" else 1)
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> CoreState:
+        """Zero recurrent state for ``batch_size`` environments.
+
+        Returns ``(h, c)``, each float32 ``[batch_size, lstm_size]`` on ``device``
+        (default: the device of the network's parameters), or ``()`` without an LSTM.
+        """
+        if not self.use_lstm:
+            return ()
+        if device is None:
+            device = self.value_head.weight.device
+        h = torch.zeros(batch_size, self.lstm.hidden_size, device=device)
+        return (h, torch.zeros_like(h))
+
+    def forward(
+        self,
+        obs: torch.Tensor,
+        last_action: torch.Tensor,
+        last_reward: torch.Tensor,
+        first: torch.Tensor,
+        core_state: CoreState = (),
+    ) -> tuple[NetOutput, CoreState]:
+        """Unroll the network over T steps of B environments.
+
+        Args:
+            obs: uint8 or float32 ``[T, B, *obs_shape]``; obs[t] is observed at step t.
+            last_action: the action taken before obs[t]: int64 ``[T, B]`` (categorical)
+                or float32 ``[T, B, A]`` (gaussian); zeros on the first step of an episode.
+            last_reward: float32 ``[T, B]``, the (already clipped) reward received with
+                obs[t]; zero on the first step of an episode.
+            first: bool ``[T, B]``; True where obs[t] is the first observation of an
+                episode. The LSTM state is reset to zeros *before* step t there.
+            core_state: the state before step 0, ``(h [B, H], c [B, H])`` with an LSTM
+                (see :meth:`initial_state`), ``()`` without.
+
+        Without an LSTM, ``last_action``, ``last_reward`` and ``first`` are checked but do
+        not affect the outputs.
+
+        Returns:
+            ``(NetOutput(policy_params [T, B, P], values [T, B, num_values]), new_state)``
+            where ``new_state`` is the core state after step T - 1 (``()`` without LSTM).
+
+        Raises:
+            ValueError: an argument of the wrong shape (the message shows the shape got).
+        """
+        T, B = self._check_inputs(obs, last_action, last_reward, first, core_state)
+        # One batched torso call over all T * B observations.
+        features = self.torso(obs.reshape(T * B, *self.obs_shape)).view(T, B, -1)
+        if self.use_lstm:
+            features, core_state = self._unroll_lstm(
+                features, last_action, last_reward, first, core_state
+            )
+        policy_params = self.policy_head(features)
+        if self.policy_type == "gaussian":
+            policy_params = torch.cat([policy_params, self.log_std.expand_as(policy_params)], -1)
+        return NetOutput(policy_params, self.value_head(features)), core_state
+
+    def _unroll_lstm(
+        self,
+        features: torch.Tensor,
+        last_action: torch.Tensor,
+        last_reward: torch.Tensor,
+        first: torch.Tensor,
+        core_state: CoreState,
+    ) -> tuple[torch.Tensor, CoreState]:
+        """features float32 [T, B, F] -> LSTM outputs [T, B, H] and the final (h, c)."""
+        if self.policy_type == "categorical":
+            action_in = F.one_hot(last_action.long(), self.action_dim).to(features.dtype)
+        else:
+            action_in = last_action.to(features.dtype)
+        inputs = torch.cat([features, action_in, last_reward.to(features.dtype)[..., None]], -1)
+        # logical_not works for bool and for 0/1 integer masks alike (~ on uint8 would not).
+        keep = first.logical_not().to(features.dtype)[..., None]  # [T, B, 1]
+        h, c = core_state
+        outputs = []
+        # LSTMCell stepped over T: on CPU at small batch it is ~3x faster than nn.LSTM
+        # stepped one time step at a time, and the reset needs per-step control anyway.
+        for t in range(features.shape[0]):
+            h, c = self.lstm(inputs[t], (h * keep[t], c * keep[t]))
+            outputs.append(h)
+        return torch.stack(outputs), (h, c)
+
+    def _check_inputs(
+        self,
+        obs: torch.Tensor,
+        last_action: torch.Tensor,
+        last_reward: torch.Tensor,
+        first: torch.Tensor,
+        core_state: CoreState,
+    ) -> tuple[int, int]:
+        """Check every argument's shape against obs's [T, B]; return (T, B)."""
+        if obs.dim() != 2 + len(self.obs_shape) or tuple(obs.shape[2:]) != self.obs_shape:
+            raise ValueError(
+                f"obs must have shape [T, B, *obs_shape] = [T, B, "
+                f"{', '.join(map(str, self.obs_shape))}]; got {tuple(obs.shape)}"
+            )
+        T, B = obs.shape[:2]
+        action_shape = (T, B) if self.policy_type == "categorical" else (T, B, self.action_dim)
+        expected = (
+            ("last_action", last_action, action_shape),
+            ("last_reward", last_reward, (T, B)),
+            ("first", first, (T, B)),
+        )
+        for name, tensor, shape in expected:
+            if tuple(tensor.shape) != shape:
+                raise ValueError(
+                    f"{name} must have shape {list(shape)} to match obs {tuple(obs.shape)}; "
+                    f"got {tuple(tensor.shape)}"
+                )
+        if self.use_lstm:
+            state_shape = (B, self.lstm.hidden_size)
+            shapes = [tuple(s.shape) for s in core_state]
+            if shapes != [state_shape, state_shape]:
+                raise ValueError(
+                    f"core_state must be (h, c), each of shape {list(state_shape)}; got "
+                    f"shapes {shapes}. Start from initial_state({B})"
+                )
+        elif len(core_state) != 0:
+            raise ValueError(
+                f"this network has no LSTM, so core_state must be (); got {len(core_state)} tensors"
+            )
+        return T, B

@@ -1,0 +1,32 @@
+"""What a backend is: how actors run and how their unrolls reach the learner.
+
+A backend runs the same :class:`~impala_rl.runtime.actor.Actor` objects (serially, as
+local processes, or as Ray actors) and hands the learner batches of B unrolls. The
+learner hands it new weights with a version number after each update.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from impala_rl.runtime.actor import EpisodeStats
+from impala_rl.runtime.types import Batch
+
+
+class Backend(Protocol):
+    def start(self) -> None:
+        """Start the actors (the initial weights were given to the constructor)."""
+
+    def get_batch(self) -> tuple[Batch, list[EpisodeStats]]:
+        """Block until B unrolls are ready; return them ([T+1, B, ...]) and finished episodes."""
+
+    def publish(self, model: torch.nn.Module, version: int) -> None:
+        """Make the model's current weights, tagged ``version``, the newest for actors."""
+
+    def info(self) -> dict[str, float]:
+        """Counters for the logs (e.g. actor restarts, time the learner waited)."""
+
+    def close(self) -> None:
+        """Stop every actor and free every resource; safe to call twice."""

@@ -1,0 +1,310 @@
+"""Local backend: actor processes, rollout slots in shared memory, no service to start.
+
+Transport (torchbeast-style, made kill-safe):
+
+- Rollout slots are allocated once in shared memory (``RolloutSpec.allocate``); only
+  slot *indices* travel between processes, never observations.
+- Each actor has its own duplex pipe to the learner process; no lock is shared between
+  actors, so an actor killed at any instant (SIGKILL included) cannot deadlock the
+  others. A collector thread in the learner process owns the bookkeeping: it grants free
+  slot indices to actors (an actor holds at most two unrolls' worth, so it keeps acting
+  while the learner trains: back-pressure bounds memory), receives full ones, and
+  restarts actors that die, returning the slots they held to the free list.
+- Weights are published into one shared-memory copy guarded by a sequence counter
+  (a seqlock: no lock to die holding); actors pick up the newest version at the start
+  of each unroll. In sync mode they wait for a version newer than their last unroll's.
+
+Processes are started with the ``spawn`` method: forking after torch started its
+OpenMP pool can hang in the first convolution.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import traceback
+from collections import deque
+from multiprocessing import connection
+
+import torch
+import torch.multiprocessing as mp
+
+from impala_rl.config import TrainConfig
+from impala_rl.envs import EnvSpec
+from impala_rl.runtime.actor import EpisodeStats
+from impala_rl.runtime.builders import build_actor, rollout_spec
+from impala_rl.runtime.types import Batch, gather_batch
+
+log = logging.getLogger("impala_rl")
+
+MAX_FAILED_STARTS = 3  # an actor that dies this many times in a row before one unroll is fatal
+
+
+class SharedWeights:
+    """One shared-memory copy of the weights with a version, published under a seqlock.
+
+    ``control`` holds [sequence, version, stop]: the sequence is odd while a publish is
+    being written, so a reader that saw the same even sequence before and after copying
+    has a consistent snapshot.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.tensors = {k: v.detach().to("cpu").clone().share_memory_() for k, v in model.state_dict().items()}
+        self.control = torch.zeros(3, dtype=torch.int64).share_memory_()
+
+    @property
+    def version(self) -> int:
+        return int(self.control[1])
+
+    @property
+    def stopping(self) -> bool:
+        return bool(self.control[2])
+
+    def publish(self, model: torch.nn.Module, version: int) -> None:
+        state = model.state_dict()
+        self.control[0] += 1
+        for k, t in self.tensors.items():
+            t.copy_(state[k])
+        self.control[1] = version
+        self.control[0] += 1
+
+    def load_into(self, model: torch.nn.Module) -> int:
+        """Copy the newest consistent weights into ``model``; return their version."""
+        while True:
+            seq = int(self.control[0])
+            if seq % 2:
+                time.sleep(0)
+                continue
+            version = int(self.control[1])
+            model.load_state_dict(self.tensors)
+            if int(self.control[0]) == seq:
+                return version
+
+
+def _actor_main(actor_id: int, restart: int, cfg: TrainConfig, env_spec: EnvSpec, buffers: Batch,
+                weights: SharedWeights, conn) -> None:
+    """Body of an actor process. Grants arrive on ``conn`` as lists of slot indices; None stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the learner process handles Ctrl-C and stops us
+    torch.set_num_threads(1)
+    try:
+        actor = build_actor(cfg, env_spec, actor_id, restart)
+        granted: deque[int] = deque()
+        version = -1
+        while not weights.stopping:
+            while len(granted) < actor.num_envs:
+                msg = conn.recv()
+                if msg is None:
+                    return
+                granted.extend(msg)
+            if cfg.sync:
+                while weights.version <= version and not weights.stopping:
+                    time.sleep(0.0005)
+            if weights.version != version:
+                version = weights.load_into(actor.model)
+            slots = [granted.popleft() for _ in range(actor.num_envs)]
+            finished = actor.unroll(buffers, slots, version)
+            conn.send(("full", slots, [(e.ret, e.length) for e in finished]))
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        return  # the learner went away
+    except BaseException:
+        try:
+            conn.send(("error", traceback.format_exc()))
+        except Exception:
+            pass
+        raise SystemExit(1)
+
+
+class _ActorHandle:
+    def __init__(self, process, conn, restart: int):
+        self.process = process
+        self.conn = conn
+        self.restart = restart
+        self.held: set[int] = set()
+        self.unrolls = 0
+        self.last_error = ""
+
+
+class LocalBackend:
+    """Runs ``cfg.num_actors`` actor processes feeding the learner through shared memory."""
+
+    def __init__(self, cfg: TrainConfig, env_spec: EnvSpec, model: torch.nn.Module):
+        self.cfg = cfg
+        self.env_spec = env_spec
+        self.spec = rollout_spec(cfg, env_spec)
+        self.ctx = mp.get_context("spawn")
+        self.buffers = self.spec.allocate(cfg.slots, shared=True)
+        self.weights = SharedWeights(model)
+        self.cond = threading.Condition()
+        self.free: deque[int] = deque(range(cfg.slots))
+        self.full: deque[int] = deque()
+        self.finished: list[EpisodeStats] = []
+        self.actors: dict[int, _ActorHandle] = {}
+        self.restarts = 0
+        self.failed_starts: dict[int, int] = {}
+        self.fatal: str | None = None
+        self.wait_time = 0.0
+        self.closed = False
+        self._collector = threading.Thread(target=self._collect, name="impala-collector", daemon=True)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        for actor_id in range(self.cfg.num_actors):
+            self._spawn(actor_id, restart=0)
+        self._collector.start()
+
+    def _spawn(self, actor_id: int, restart: int) -> None:
+        parent_conn, child_conn = self.ctx.Pipe(duplex=True)
+        process = self.ctx.Process(
+            target=_actor_main, name=f"impala-actor-{actor_id}",
+            args=(actor_id, restart, self.cfg, self.env_spec, self.buffers, self.weights, child_conn),
+            daemon=True)
+        process.start()
+        child_conn.close()
+        log.info("actor %d started (pid %d)", actor_id, process.pid)
+        with self.cond:
+            self.actors[actor_id] = _ActorHandle(process, parent_conn, restart)
+            self._grant(actor_id)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.weights.control[2] = 1
+        with self.cond:
+            for handle in self.actors.values():
+                try:
+                    handle.conn.send(None)
+                except (OSError, ValueError):
+                    pass
+            self.cond.notify_all()
+        if self._collector.is_alive():
+            self._collector.join(timeout=5)
+        deadline = time.monotonic() + 5
+        for handle in self.actors.values():
+            handle.process.join(timeout=max(0.0, deadline - time.monotonic()))
+        for handle in self.actors.values():
+            if handle.process.is_alive():
+                handle.process.kill()
+                handle.process.join(timeout=5)
+            handle.conn.close()
+
+    # ------------------------------------------------------------------ slot bookkeeping (under self.cond)
+    def _grant(self, actor_id: int) -> None:
+        """Give an actor slots for one more unroll if it holds fewer than two unrolls' worth."""
+        handle = self.actors[actor_id]
+        n = self.cfg.envs_per_actor
+        while len(handle.held) < 2 * n and len(self.free) >= n and handle.process.is_alive():
+            slots = [self.free.popleft() for _ in range(n)]
+            handle.held.update(slots)
+            try:
+                handle.conn.send(slots)
+            except (OSError, ValueError):
+                break  # dead: _reap returns the slots
+
+    def _grant_all(self) -> None:
+        for actor_id in self.actors:
+            self._grant(actor_id)
+
+    # ------------------------------------------------------------------ collector thread
+    def _collect(self) -> None:
+        while not self.closed:
+            handles = dict(self.actors)
+            waitables = {}
+            for actor_id, h in handles.items():
+                waitables[h.conn] = actor_id
+                waitables[h.process.sentinel] = actor_id
+            ready = connection.wait(list(waitables), timeout=0.2)
+            dead = set()
+            for obj in ready:
+                actor_id = waitables[obj]
+                if obj is handles[actor_id].conn:
+                    if not self._drain(actor_id):
+                        dead.add(actor_id)
+                else:
+                    dead.add(actor_id)
+            for actor_id in dead:
+                if not self.closed:
+                    self._reap(actor_id)
+
+    def _drain(self, actor_id: int) -> bool:
+        """Read every pending message of an actor; False once its pipe is closed."""
+        handle = self.actors[actor_id]
+        try:
+            while handle.conn.poll():
+                msg = handle.conn.recv()
+                if msg[0] == "full":
+                    _, slots, episodes = msg
+                    with self.cond:
+                        handle.held.difference_update(slots)
+                        self.full.extend(slots)
+                        self.finished.extend(EpisodeStats(r, n) for r, n in episodes)
+                        handle.unrolls += 1
+                        self.failed_starts[actor_id] = 0
+                        self.cond.notify_all()
+                elif msg[0] == "error":
+                    handle.last_error = msg[1]
+                    log.error("actor %d raised:\n%s", actor_id, msg[1].rstrip())
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def _reap(self, actor_id: int) -> None:
+        """An actor died: return its slots, restart it with fresh environments."""
+        handle = self.actors[actor_id]
+        self._drain(actor_id)
+        handle.process.join(timeout=1)
+        code = handle.process.exitcode
+        handle.conn.close()
+        with self.cond:
+            self.free.extend(handle.held)
+            handle.held.clear()
+        if handle.unrolls == 0:
+            self.failed_starts[actor_id] = self.failed_starts.get(actor_id, 0) + 1
+        if self.failed_starts.get(actor_id, 0) >= MAX_FAILED_STARTS:
+            last = handle.last_error.strip().splitlines()[-1] if handle.last_error.strip() else f"exit code {code}"
+            with self.cond:
+                self.fatal = (f"actor {actor_id} died {MAX_FAILED_STARTS} times before producing an unroll; "
+                              f"last error: {last}")
+                self.cond.notify_all()
+            return
+        self.restarts += 1
+        log.warning("actor %d died (exit code %s); restarting it with fresh environments (restarts so far: %d)",
+                    actor_id, code, self.restarts)
+        self._spawn(actor_id, restart=handle.restart + 1)
+        with self.cond:
+            self._grant_all()
+
+    # ------------------------------------------------------------------ learner side
+    def get_batch(self) -> tuple[Batch, list[EpisodeStats]]:
+        B = self.cfg.batch_size
+        t0 = time.perf_counter()
+        with self.cond:
+            while len(self.full) < B:
+                if self.fatal:
+                    raise RuntimeError(self.fatal)
+                if self.closed:
+                    raise RuntimeError("backend is closed")
+                self.cond.wait(timeout=1.0)
+            idx = [self.full.popleft() for _ in range(B)]
+        self.wait_time += time.perf_counter() - t0
+        batch = gather_batch(self.buffers, idx)
+        with self.cond:
+            self.free.extend(idx)
+            finished, self.finished = self.finished, []
+            self._grant_all()
+        return batch, finished
+
+    def publish(self, model: torch.nn.Module, version: int) -> None:
+        self.weights.publish(model, version)
+
+    def info(self) -> dict[str, float]:
+        return {"actor_restarts": float(self.restarts), "learner_wait_s": self.wait_time}
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,66 @@
+"""Serial backend: actors and learner in one process, deterministic, for debugging and tests.
+
+The very same Actor runs here as in the local and Ray backends. After every update all
+actors load the new weights, so the policy lag is 0 unless B is not a multiple of the
+envs per actor (left-over unrolls then wait one update).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import torch
+
+from impala_rl.config import TrainConfig
+from impala_rl.envs import EnvSpec
+from impala_rl.runtime.actor import EpisodeStats
+from impala_rl.runtime.builders import build_actor, rollout_spec
+from impala_rl.runtime.types import Batch, gather_batch
+
+
+class SerialBackend:
+    def __init__(self, cfg: TrainConfig, env_spec: EnvSpec, model: torch.nn.Module):
+        self.cfg = cfg
+        self.spec = rollout_spec(cfg, env_spec)
+        self.buffers = self.spec.allocate(cfg.slots)
+        self.free = deque(range(cfg.slots))
+        self.full: deque[int] = deque()
+        self.actors = [build_actor(cfg, env_spec, i) for i in range(cfg.num_actors)]
+        self.version = 0
+        self.next_actor = 0
+        self.actor_time = 0.0
+        self.publish(model, 0)
+
+    def start(self) -> None:
+        pass
+
+    def get_batch(self) -> tuple[Batch, list[EpisodeStats]]:
+        finished: list[EpisodeStats] = []
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            while len(self.full) < self.cfg.batch_size:
+                actor = self.actors[self.next_actor]
+                self.next_actor = (self.next_actor + 1) % len(self.actors)
+                slots = [self.free.popleft() for _ in range(actor.num_envs)]
+                finished += actor.unroll(self.buffers, slots, self.version)
+                self.full.extend(slots)
+        self.actor_time += time.perf_counter() - t0
+        idx = [self.full.popleft() for _ in range(self.cfg.batch_size)]
+        batch = gather_batch(self.buffers, idx)
+        self.free.extend(idx)
+        return batch, finished
+
+    def publish(self, model: torch.nn.Module, version: int) -> None:
+        state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+        for actor in self.actors:
+            actor.model.load_state_dict(state)
+        self.version = version
+
+    def info(self) -> dict[str, float]:
+        return {"actor_restarts": 0.0, "actor_time_s": self.actor_time}
+
+    def close(self) -> None:
+        for actor in self.actors:
+            actor.close()
+        self.actors = []

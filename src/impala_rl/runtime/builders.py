@@ -1,0 +1,75 @@
+"""Build environments, the network and actors from a :class:`TrainConfig`.
+
+Used by every backend (and by ``impala eval``) so an actor is the same object wherever
+it runs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from impala_rl.config import ConfigError, TrainConfig
+from impala_rl.core import distributions
+from impala_rl.envs import AtariOptions, EnvSpec, describe, make_env
+from impala_rl.models import ImpalaNet
+from impala_rl.runtime.actor import Actor
+from impala_rl.runtime.types import RolloutSpec, numpy_to_torch_dtype
+
+
+def atari_options(cfg: TrainConfig) -> AtariOptions | None:
+    if not cfg.is_atari:
+        return None
+    return AtariOptions(repeat_action_probability=cfg.sticky_actions, full_action_space=cfg.full_action_space,
+                        noop_max=cfg.noop_max, max_episode_frames=cfg.max_episode_frames,
+                        episodic_life=cfg.episodic_life)
+
+
+def make_envs(cfg: TrainConfig, num: int, seed: int, **kwargs) -> list:
+    return [make_env(cfg.env, seed=seed + i, atari=atari_options(cfg), **kwargs) for i in range(num)]
+
+
+def probe_env(cfg: TrainConfig) -> EnvSpec:
+    """Open one environment to read its spaces (raises for unknown ids / unsupported spaces)."""
+    env = make_env(cfg.env, seed=cfg.seed, atari=atari_options(cfg))
+    try:
+        return describe(env)
+    finally:
+        env.close()
+
+
+def resolve_torso(cfg: TrainConfig, env_spec: EnvSpec) -> str:
+    if cfg.torso == "auto":
+        return "shallow" if env_spec.is_image else "mlp"
+    return cfg.torso
+
+
+def build_model(cfg: TrainConfig, env_spec: EnvSpec) -> ImpalaNet:
+    torch.manual_seed(cfg.seed)
+    try:
+        return ImpalaNet(tuple(env_spec.obs_shape), env_spec.action_dim, policy_type=env_spec.policy_type,
+                         torso=resolve_torso(cfg, env_spec), use_lstm=cfg.use_lstm, lstm_size=cfg.lstm_size,
+                         mlp_sizes=tuple(cfg.mlp_sizes))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def rollout_spec(cfg: TrainConfig, env_spec: EnvSpec) -> RolloutSpec:
+    return RolloutSpec(
+        unroll_length=cfg.unroll_length,
+        obs_shape=tuple(env_spec.obs_shape),
+        obs_dtype=numpy_to_torch_dtype(env_spec.obs_dtype),
+        policy_type=env_spec.policy_type,
+        action_dim=env_spec.action_dim,
+        num_policy_params=distributions.num_params(env_spec.policy_type, env_spec.action_dim),
+        core_size=cfg.lstm_size if cfg.use_lstm else 0,
+    )
+
+
+def build_actor(cfg: TrainConfig, env_spec: EnvSpec, actor_id: int, restart: int = 0) -> Actor:
+    """An actor with ``cfg.envs_per_actor`` fresh environments and its own CPU model copy."""
+    seed = cfg.seed + 10_007 * (actor_id + 1) + 1_000_003 * restart
+    model = build_model(cfg, env_spec)
+    model.eval()
+    envs = make_envs(cfg, cfg.envs_per_actor, seed)
+    return Actor(rollout_spec(cfg, env_spec), model, envs, seed=seed,
+                 reward_clip=cfg.reward_clip, episodic_life=cfg.episodic_life)

@@ -1,0 +1,121 @@
+"""The learner: a thin loop around :func:`impala_rl.core.losses.impala_loss`.
+
+It turns a batch of unrolls into the loss's inputs (see :mod:`impala_rl.runtime.types`
+for the row contract), computes gradients, clips them, steps RMSProp with the linearly
+annealed learning rate, and counts versions. All of the algorithm is in ``core``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from impala_rl.config import TrainConfig
+from impala_rl.core.losses import impala_loss
+from impala_rl.runtime.actor import net_inputs
+from impala_rl.runtime.types import Batch, RolloutSpec
+
+
+def loss_inputs(batch: Batch, cfg: TrainConfig) -> dict:
+    """Rewards and discounts of the T transitions in a [T+1, B] batch.
+
+    Transition k (k = 0..T-1) goes from row k to row k+1; its reward and terminal flag
+    live in row k+1. A truncation adds discount * V_mu(x_final) to the reward and cuts
+    the chain (terminal), so it bootstraps; a termination does neither.
+    """
+    reward = batch["reward"][1:]
+    if cfg.reward_clip > 0:
+        reward = reward.clamp(-cfg.reward_clip, cfg.reward_clip)
+    rewards = reward + cfg.discount * batch["bootstrap"][1:]
+    discounts = (~batch["terminal"][1:]).float() * cfg.discount
+    return {"rewards": rewards, "discounts": discounts}
+
+
+class Learner:
+    """Owns the network, the optimiser and the policy version."""
+
+    def __init__(self, cfg: TrainConfig, spec: RolloutSpec, model: torch.nn.Module, device: torch.device):
+        self.cfg = cfg
+        self.spec = spec
+        self.device = device
+        self.model = model.to(device)
+        self.optimizer = torch.optim.RMSprop(
+            self.model.parameters(), lr=cfg.learning_rate, alpha=cfg.rmsprop_decay,
+            momentum=cfg.rmsprop_momentum, eps=cfg.rmsprop_epsilon)
+        self.version = 0  # number of updates applied = the policy version actors see
+        self.frames = 0  # environment frames consumed
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
+
+    def learning_rate(self) -> float:
+        if not self.cfg.lr_anneal:
+            return self.cfg.learning_rate
+        return self.cfg.learning_rate * max(0.0, 1.0 - self.frames / self.cfg.total_frames)
+
+    def step(self, batch: Batch) -> dict[str, float]:
+        """One update on a batch of B unrolls ([T+1, B, ...] row fields). Returns metrics."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        core_state = (batch["core_h"], batch["core_c"]) if self.spec.core_size else ()
+        inputs = net_inputs(batch["obs"], batch["first"], batch["last_action"], batch["reward"], cfg.reward_clip)
+        out, _ = self.model(core_state=core_state, **inputs)
+        values = out.values[..., 0]
+        loss, metrics = impala_loss(
+            target_params=out.policy_params[:-1],
+            values=values[:-1],
+            bootstrap_value=values[-1],
+            behaviour_params=batch["policy_params"][:-1],
+            actions=batch["action"][:-1],
+            **loss_inputs(batch, cfg),
+            policy_type=self.spec.policy_type,
+            correction=cfg.correction,
+            baseline_cost=cfg.baseline_cost,
+            entropy_cost=cfg.entropy_cost,
+            clip_rho_threshold=cfg.clip_rho_threshold,
+            clip_c_threshold=cfg.clip_c_threshold,
+            clip_pg_rho_threshold=cfg.clip_pg_rho_threshold,
+            lambda_=cfg.vtrace_lambda,
+        )
+        lag = (self.version - batch["version"]).float()
+        result = {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.dim() == 0}
+        result.update(policy_lag_mean=float(lag.mean()), policy_lag_max=float(lag.max()))
+        self.frames += cfg.frames_per_batch
+        if not math.isfinite(float(loss)):
+            return self._skip(result)
+        lr = self.learning_rate()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = cfg.grad_norm_clip if cfg.grad_norm_clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._skip(result)
+        self.optimizer.step()
+        self.version += 1
+        self.nonfinite_in_a_row = 0
+        result.update(grad_norm=grad_norm, learning_rate=lr, nonfinite_total=float(self.nonfinite_total),
+                      learner_step_s=time.perf_counter() - t0)
+        return result
+
+    def _skip(self, result: dict[str, float]) -> dict[str, float]:
+        """A non-finite loss or gradient: leave the weights as they were and count it."""
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_total += 1
+        result.update(nonfinite_total=float(self.nonfinite_total))
+        return result
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "version": self.version, "frames": self.frames}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.version = int(state["version"])
+        self.frames = int(state["frames"])

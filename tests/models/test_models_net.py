@@ -1,0 +1,263 @@
+"""ImpalaNet: output shapes and packing, the LSTM unroll/step equivalence and episode
+resets the learner relies on, gradient flow, shape checks and channels_last."""
+
+import itertools
+
+import pytest
+import torch
+
+from impala_rl.models import TORSOS, ImpalaNet, NetOutput
+
+A = 3  # action_dim used throughout
+OBS_SHAPES = {"mlp": (5,), "shallow": (2, 36, 36), "deep": (2, 20, 20)}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def make_net(torso="mlp", policy_type="categorical", use_lstm=True, **kwargs):
+    kwargs.setdefault("lstm_size", 16)
+    kwargs.setdefault("mlp_sizes", (8,))
+    return ImpalaNet(OBS_SHAPES[torso], A, policy_type, torso, use_lstm, **kwargs)
+
+
+def make_inputs(net, T, B, first_prob=0.0):
+    """Random (obs, last_action, last_reward, first) for ``net``; obs uint8 for images."""
+    if len(net.obs_shape) == 3:
+        obs = torch.randint(0, 256, (T, B, *net.obs_shape), dtype=torch.uint8)
+    else:
+        obs = torch.randn(T, B, *net.obs_shape)
+    if net.policy_type == "categorical":
+        last_action = torch.randint(0, net.action_dim, (T, B))
+    else:
+        last_action = torch.randn(T, B, net.action_dim)
+    last_reward = torch.randn(T, B)
+    first = torch.rand(T, B) < first_prob
+    return obs, last_action, last_reward, first
+
+
+def random_state(net, B):
+    """A non-zero core state, so that a reset is visible."""
+    return tuple(torch.randn_like(s) for s in net.initial_state(B))
+
+
+def select(out: NetOutput, index) -> NetOutput:
+    """The same [T, B] slice of every output."""
+    return NetOutput(*(x[index] for x in out))
+
+
+def assert_outputs_equal(actual, expected, atol=1e-6):
+    """Two NetOutputs (or core states) agree tensor by tensor to ``atol``."""
+    for a, e in zip(actual, expected, strict=True):
+        torch.testing.assert_close(a, e, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize(
+    "torso, policy_type, use_lstm, T, B",
+    [
+        (torso, policy, lstm, T, B)
+        for torso, policy, lstm in itertools.product(
+            TORSOS, ("categorical", "gaussian"), (False, True)
+        )
+        for T, B in ((1, 1), (4, 3))
+    ],
+)
+def test_output_shapes_and_dtypes(torso, policy_type, use_lstm, T, B):
+    net = make_net(torso, policy_type, use_lstm)
+    out, state = net(*make_inputs(net, T, B), net.initial_state(B))
+    P = A if policy_type == "categorical" else 2 * A
+    assert isinstance(out, NetOutput)
+    assert net.policy_param_size == P
+    assert out.policy_params.shape == (T, B, P) and out.policy_params.dtype == torch.float32
+    assert out.values.shape == (T, B, 1) and out.values.dtype == torch.float32
+    if use_lstm:
+        assert [s.shape for s in state] == [(B, 16), (B, 16)]
+    else:
+        assert state == ()
+
+
+def test_initial_state():
+    net = make_net(use_lstm=True, lstm_size=7)
+    h, c = net.initial_state(4)
+    assert h.shape == c.shape == (4, 7) and h.dtype == torch.float32
+    assert not h.any() and not c.any()
+    assert make_net(use_lstm=False).initial_state(4) == ()
+
+
+def test_gaussian_policy_packs_mean_then_state_independent_log_std():
+    net = make_net(policy_type="gaussian")
+    with torch.no_grad():
+        net.log_std.copy_(torch.tensor([-1.0, 0.0, 0.5]))
+    out, _ = net(*make_inputs(net, 2, 3), net.initial_state(3))
+    mean, log_std = out.policy_params.split(A, dim=-1)
+    torch.testing.assert_close(log_std, net.log_std.detach().expand(2, 3, A))
+    assert not torch.allclose(mean[0, 0], mean[1, 2])  # the mean depends on the input
+
+
+def test_initial_policy_is_near_uniform():
+    # Orthogonal policy-head init with gain 0.01: logits start close to 0.
+    net = make_net(torso="shallow", use_lstm=False)
+    out, _ = net(*make_inputs(net, 2, 2))
+    assert out.policy_params.abs().max() < 0.1
+
+
+def test_multiple_value_outputs_for_popart():
+    net = make_net(num_values=4)
+    assert isinstance(net.value_head, torch.nn.Linear) and net.value_head.out_features == 4
+    out, _ = net(*make_inputs(net, 2, 3), net.initial_state(3))
+    assert out.values.shape == (2, 3, 4)
+
+
+@pytest.mark.parametrize("torso", ["mlp", "shallow"])
+@pytest.mark.parametrize("policy_type", ["categorical", "gaussian"])
+def test_unroll_over_T_equals_stepping_T_times(torso, policy_type):
+    # The learner unrolls over a trajectory the actor produced one step at a time: both
+    # must give the same outputs, episode starts included.
+    net = make_net(torso, policy_type)
+    T, B = 6, 3
+    inputs = make_inputs(net, T, B, first_prob=0.3)
+    state0 = random_state(net, B)
+    unrolled, unrolled_state = net(*inputs, state0)
+
+    state, steps = state0, []
+    for t in range(T):
+        out, state = net(*(x[t : t + 1] for x in inputs), state)
+        steps.append(out)
+    stepped = NetOutput(*(torch.cat(parts) for parts in zip(*steps, strict=True)))
+    assert_outputs_equal(unrolled, stepped)
+    assert_outputs_equal(unrolled_state, state)
+
+
+def test_first_flag_resets_state_before_its_step():
+    net = make_net()
+    T, B, reset_at = 5, 2, 2
+    obs, last_action, last_reward, first = make_inputs(net, T, B)
+    first[reset_at, 0] = True  # only environment 0 starts a new episode
+    state0 = random_state(net, B)
+    out, _ = net(obs, last_action, last_reward, first, state0)
+
+    # From reset_at on, environment 0 behaves as a fresh run from the zero state.
+    fresh, _ = net(
+        *(x[reset_at:, :1] for x in (obs, last_action, last_reward, first)), net.initial_state(1)
+    )
+    assert_outputs_equal(select(out, (slice(reset_at, None), slice(0, 1))), fresh)
+
+    # The reset really happens: without it the outputs differ...
+    no_reset, _ = net(obs, last_action, last_reward, torch.zeros_like(first), state0)
+    after = (slice(reset_at, None), 0)
+    assert not torch.allclose(out.policy_params[after], no_reset.policy_params[after])
+    # ...and only where it was asked for: before reset_at, and in environment 1, they agree.
+    for index in (slice(None, reset_at), (slice(None), slice(1, None))):
+        assert_outputs_equal(select(out, index), select(no_reset, index))
+
+
+def test_first_flag_at_step_0_ignores_the_incoming_state():
+    net = make_net()
+    obs, last_action, last_reward, first = make_inputs(net, 3, 2)
+    first[0] = True
+    from_random, _ = net(obs, last_action, last_reward, first, random_state(net, 2))
+    from_zeros, _ = net(obs, last_action, last_reward, first, net.initial_state(2))
+    assert_outputs_equal(from_random, from_zeros)
+
+
+@pytest.mark.parametrize("policy_type", ["categorical", "gaussian"])
+def test_lstm_core_reads_last_action_and_last_reward(policy_type):
+    net = make_net(policy_type=policy_type)
+    obs, last_action, last_reward, first = make_inputs(net, 1, 2)
+    state = net.initial_state(2)
+    base, _ = net(obs, last_action, last_reward, first, state)
+    other_action = (last_action + 1) % A if policy_type == "categorical" else last_action + 1
+    changed_action, _ = net(obs, other_action, last_reward, first, state)
+    changed_reward, _ = net(obs, last_action, last_reward + 1, first, state)
+    assert not torch.allclose(base.policy_params, changed_action.policy_params)
+    assert not torch.allclose(base.values, changed_reward.values)
+
+
+def test_without_lstm_last_action_reward_and_first_are_unused():
+    net = make_net(use_lstm=False)
+    obs, last_action, last_reward, first = make_inputs(net, 2, 3)
+    out, _ = net(obs, last_action, last_reward, first)
+    other, _ = net(obs, (last_action + 1) % A, last_reward + 5, ~first)
+    assert_outputs_equal(out, other)
+
+
+def test_image_net_takes_uint8_or_float_scaled_to_unit_range():
+    net = make_net("deep")
+    obs, *rest = make_inputs(net, 2, 2)
+    state = net.initial_state(2)
+    assert_outputs_equal(net(obs, *rest, state)[0], net(obs.float() / 255, *rest, state)[0])
+
+
+@pytest.mark.parametrize("torso", TORSOS)
+@pytest.mark.parametrize("policy_type", ["categorical", "gaussian"])
+@pytest.mark.parametrize("use_lstm", [False, True])
+def test_gradients_reach_every_parameter(torso, policy_type, use_lstm):
+    net = make_net(torso, policy_type, use_lstm)
+    out, _ = net(*make_inputs(net, 3, 2), random_state(net, 2))
+    # A random linear loss: non-zero gradient for every output (log_std starts at 0, so a
+    # squared loss would give it a zero gradient).
+    loss = sum((x * torch.randn_like(x)).sum() for x in out)
+    loss.backward()
+    for name, param in net.named_parameters():
+        assert param.grad is not None, name
+        assert param.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("torso", ["shallow", "deep"])
+def test_channels_last_gives_the_same_outputs(torso):
+    default = make_net(torso)
+    fast = make_net(torso, channels_last=True)
+    fast.load_state_dict(default.state_dict())
+    inputs = make_inputs(default, 3, 2, first_prob=0.3)
+    state = random_state(default, 2)
+    assert_outputs_equal(fast(*inputs, state)[0], default(*inputs, state)[0], atol=1e-5)
+
+
+def test_constructor_rejects_observations_the_torso_cannot_take():
+    with pytest.raises(
+        ValueError,
+        match=r"torso 'shallow' needs image observations \[C, H, W\]; this environment's "
+        r"observations have shape \(4,\)\. Use --torso mlp",
+    ):
+        ImpalaNet((4,), 2, torso="shallow")
+    with pytest.raises(ValueError, match=r"torso 'mlp' needs flat observations .* \(4, 84, 84\)"):
+        ImpalaNet((4, 84, 84), 2, torso="mlp")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"policy_type": "beta"}, r"unknown policy_type 'beta'"),
+        ({"action_dim": 0}, r"action_dim must be >= 1; got 0"),
+        ({"num_values": 0}, r"num_values must be >= 1; got 0"),
+    ],
+)
+def test_constructor_rejects_bad_options(kwargs, message):
+    args = {"obs_shape": (4,), "action_dim": 2, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        ImpalaNet(**args)
+
+
+def test_forward_says_which_input_has_the_wrong_shape():
+    net = make_net()
+    obs, last_action, last_reward, first = make_inputs(net, 4, 2)
+    state = net.initial_state(2)
+    with pytest.raises(ValueError, match=r"obs must have shape .* \[T, B, 5\]; got \(2, 5\)"):
+        net(obs[0], last_action, last_reward, first, state)
+    with pytest.raises(ValueError, match=r"last_action must have shape \[4, 2\] .* \(4, 2, 3\)"):
+        net(obs, torch.zeros(4, 2, 3), last_reward, first, state)
+    with pytest.raises(ValueError, match=r"last_reward must have shape \[4, 2\] .* got \(4,\)"):
+        net(obs, last_action, last_reward[:, 0], first, state)
+    with pytest.raises(ValueError, match=r"first must have shape \[4, 2\] .* got \(4, 2, 1\)"):
+        net(obs, last_action, last_reward, first[..., None], state)
+    with pytest.raises(ValueError, match=r"core_state must be \(h, c\), each of shape \[2, 16\]"):
+        net(obs, last_action, last_reward, first, net.initial_state(3))
+    with pytest.raises(ValueError, match=r"core_state must be \(h, c\)"):
+        net(obs, last_action, last_reward, first, ())
+    gaussian = make_net(policy_type="gaussian", use_lstm=False)
+    with pytest.raises(ValueError, match=r"last_action must have shape \[4, 2, 3\]"):
+        gaussian(obs, last_action, last_reward, first)
+    with pytest.raises(ValueError, match=r"this network has no LSTM, so core_state must be \(\)"):
+        gaussian(obs, torch.zeros(4, 2, 3), last_reward, first, state)
