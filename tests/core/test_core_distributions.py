@@ -30,7 +30,8 @@ def _params_and_actions(policy_type, seed=0, shape=(3, 4), A=5):
 def test_log_prob_and_entropy_match_torch_distributions_with_gradients(policy_type):
     params, actions = _params_and_actions(policy_type)
     for ours, theirs in (
-        (D.log_prob(policy_type, params, actions), _torch_dist(policy_type, params).log_prob(actions)),
+        (D.log_prob(policy_type, params, actions),
+         _torch_dist(policy_type, params).log_prob(actions)),
         (D.entropy(policy_type, params), _torch_dist(policy_type, params).entropy()),
     ):
         assert ours.shape == (3, 4)

@@ -57,6 +57,13 @@ def _reference_targets(policy_type, batch, **vtrace_kwargs):
     )
 
 
+def _on_policy_targets(batch):
+    """Targets of the corrections that ignore the behaviour policy (rho = c = 1)."""
+    on_policy = dict(batch, behaviour_params=batch["target_params"])
+    return _reference_targets("categorical", on_policy, clip_rho_threshold=None,
+                              clip_c_threshold=None, clip_pg_rho_threshold=None)
+
+
 def test_policy_gradient_loss_value_and_gradient():
     log_probs = torch.tensor([[-1.0, -2.0], [-0.5, -3.0]], requires_grad=True)
     advantages = torch.tensor([[1.0, -2.0], [0.5, 3.0]], requires_grad=True)
@@ -96,9 +103,7 @@ def test_categorical_impala_loss_value_and_gradient(correction):
     if correction == "vtrace":
         targets = _reference_targets("categorical", batch, clip_c_threshold=0.9)
     else:
-        targets = _reference_targets("categorical", dict(batch, behaviour_params=batch["target_params"]),
-                                     clip_rho_threshold=None, clip_c_threshold=None,
-                                     clip_pg_rho_threshold=None)
+        targets = _on_policy_targets(batch)
     logits = batch["target_params"].detach()
     p, log_p = torch.softmax(logits, -1), torch.log_softmax(logits, -1)
     one_hot = torch.nn.functional.one_hot(batch["actions"], A).double()
@@ -184,9 +189,7 @@ def test_epsilon_correction_changes_only_the_policy_gradient_log_probs():
     _, eps = impala_loss(**batch, correction="epsilon")
     for key in METRIC_KEYS - {"pg_loss", "total_loss"}:
         torch.testing.assert_close(eps[key], none[key])
-    targets = _reference_targets("categorical", dict(batch, behaviour_params=batch["target_params"]),
-                                 clip_rho_threshold=None, clip_c_threshold=None,
-                                 clip_pg_rho_threshold=None)
+    targets = _on_policy_targets(batch)
     pi_a = D.log_prob("categorical", batch["target_params"], batch["actions"]).detach().exp()
     expected = -(torch.log(pi_a + EPSILON) * targets.pg_advantages).sum()
     torch.testing.assert_close(eps["pg_loss"], expected)
@@ -229,8 +232,8 @@ def test_popart_value_normalizer():
     # The identity normaliser changes nothing.
     plain_batch = _batch("categorical", seed=4)
     plain_loss, _ = impala_loss(**plain_batch)
-    identity_loss, _ = impala_loss(**plain_batch, value_normalizer=(torch.zeros(B, dtype=torch.float64),
-                                                                    torch.ones(B, dtype=torch.float64)))
+    identity = (torch.zeros(B, dtype=torch.float64), torch.ones(B, dtype=torch.float64))
+    identity_loss, _ = impala_loss(**plain_batch, value_normalizer=identity)
     torch.testing.assert_close(identity_loss, plain_loss)
 
 

@@ -120,7 +120,8 @@ def test_trace_split_at_zero_discount_equals_two_halves(lambda_):
 
     first = {k: v[:5] for k, v in batch.items() if k != "bootstrap_value"}
     # The first half bootstraps from anything: its last discount is 0.
-    first_half = from_importance_weights(**first, bootstrap_value=torch.full((3,), 1e3, dtype=torch.float64),
+    anything = torch.full((3,), 1e3, dtype=torch.float64)
+    first_half = from_importance_weights(**first, bootstrap_value=anything,
                                          clip_rho_threshold=2.0, lambda_=lambda_)
     second = {k: v[5:] for k, v in batch.items() if k != "bootstrap_value"}
     second_half = from_importance_weights(**second, bootstrap_value=batch["bootstrap_value"],
@@ -137,7 +138,8 @@ def test_on_policy_equals_n_step_return(thresholds):
     rho_bar, c_bar, pg_rho_bar = thresholds
     result = from_importance_weights(**batch, clip_rho_threshold=rho_bar, clip_c_threshold=c_bar,
                                      clip_pg_rho_threshold=pg_rho_bar)
-    # n-step bootstrapped return: G_s = sum_{t>=s} (prod_{s<=i<t} gamma_i) r_t + (prod gamma) V(x_T).
+    # n-step bootstrapped return:
+    # G_s = sum_{t>=s} (prod_{s<=i<t} gamma_i) r_t + (prod_{s<=i<T} gamma_i) V(x_T).
     d, r = batch["discounts"], batch["rewards"]
     expected = torch.zeros_like(r)
     for s in range(8):
@@ -234,8 +236,11 @@ def test_from_gaussian_matches_torch_distributions_and_packed_form():
     assert result.target_action_log_probs.requires_grad and not result.log_rhos.requires_grad
 
     packed = from_policy_params(
-        "gaussian", torch.cat([b_mean, 0.3 * b_log_std], -1), torch.cat([t_mean, 0.3 * t_log_std], -1),
-        actions, **common,
+        "gaussian",
+        torch.cat([b_mean, 0.3 * b_log_std], -1),
+        torch.cat([t_mean, 0.3 * t_log_std], -1),
+        actions,
+        **common,
     )
     for a, b in zip(packed, result):
         torch.testing.assert_close(a, b)
@@ -244,7 +249,9 @@ def test_from_gaussian_matches_torch_distributions_and_packed_form():
 def test_shape_errors_name_the_shapes():
     batch = _batch(5, 3)
     bad = dict(batch, rewards=torch.zeros(5, 2, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"rewards has shape \(5, 2\).*log_rhos has shape \(5, 3\)"):
+    expected = (r"rewards has shape \(5, 2\) but log_rhos has shape \(5, 3\); "
+                r"expected all of \[T, B\]")
+    with pytest.raises(ValueError, match=expected):
         from_importance_weights(**bad)
     bad = dict(batch, bootstrap_value=torch.zeros(5, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"bootstrap_value has shape \(5,\).*\(5, 3\)"):

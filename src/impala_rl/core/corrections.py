@@ -76,7 +76,9 @@ def epsilon_log_prob(action_log_probs: torch.Tensor) -> torch.Tensor:
     return torch.logaddexp(action_log_probs, log_eps)
 
 
-def policy_gradient_log_probs(correction: str, target_action_log_probs: torch.Tensor) -> torch.Tensor:
+def policy_gradient_log_probs(
+    correction: str, target_action_log_probs: torch.Tensor
+) -> torch.Tensor:
     """The ``log pi(a_t)`` that the policy-gradient loss should use under ``correction``.
 
     Args:

@@ -43,7 +43,8 @@ def check_policy_type(policy_type: str) -> None:
     """Raise ``ValueError`` unless ``policy_type`` is one of :data:`POLICY_TYPES`."""
     if policy_type not in POLICY_TYPES:
         raise ValueError(
-            f"unknown policy_type {policy_type!r}; expected one of {', '.join(map(repr, POLICY_TYPES))}"
+            f"unknown policy_type {policy_type!r}; expected one of "
+            f"{', '.join(map(repr, POLICY_TYPES))}"
         )
 
 
@@ -104,7 +105,9 @@ def log_prob(policy_type: str, params: torch.Tensor, actions: torch.Tensor) -> t
                 f"{tuple(params.shape)}; expected actions [...] and logits [..., A]"
             )
         if actions.dtype.is_floating_point or actions.dtype == torch.bool:
-            raise ValueError(f"categorical actions must be integer indices, got dtype {actions.dtype}")
+            raise ValueError(
+                f"categorical actions must be integer indices, got dtype {actions.dtype}"
+            )
         log_probs = torch.log_softmax(params, dim=-1)
         return log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
     mean, log_std = split_gaussian(params)

@@ -48,7 +48,9 @@ def policy_gradient_loss(
     Returns:
       float scalar (0-dim) tensor.
     """
-    _check_same_shape("target_action_log_probs", target_action_log_probs, "pg_advantages", pg_advantages)
+    _check_same_shape(
+        "target_action_log_probs", target_action_log_probs, "pg_advantages", pg_advantages
+    )
     return -(target_action_log_probs * pg_advantages.detach()).sum()
 
 

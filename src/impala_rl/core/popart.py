@@ -54,7 +54,8 @@ def rescale_linear_(
             )
     with torch.no_grad():
         old_mu, old_sigma, new_mu, new_sigma = (
-            x.to(device=weight.device, dtype=weight.dtype) for x in (old_mu, old_sigma, new_mu, new_sigma)
+            x.to(device=weight.device, dtype=weight.dtype)
+            for x in (old_mu, old_sigma, new_mu, new_sigma)
         )
         weight.mul_((old_sigma / new_sigma).unsqueeze(-1))
         bias.mul_(old_sigma).add_(old_mu - new_mu).div_(new_sigma)

@@ -83,7 +83,7 @@ class Learner:
         result = {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.dim() == 0}
         result.update(policy_lag_mean=float(lag.mean()), policy_lag_max=float(lag.max()))
         self.frames += cfg.frames_per_batch
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(float(loss.detach())):
             return self._skip(result)
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
