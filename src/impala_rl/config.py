@@ -192,7 +192,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "envs_per_actor": 8,
         "batch_size": 16,
         "unroll_length": 20,
-        "learning_rate": 1e-3,
+        "learning_rate": 2e-3,
         "total_frames": 500_000,
         "reward_clip": 0.0,
         "entropy_cost": 0.01,
