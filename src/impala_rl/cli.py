@@ -46,14 +46,31 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, type=type(default), metavar=type(default).__name__.upper(), **kw)
 
 
-def _train_config(args: argparse.Namespace):
-    """(config, resume state or None) from the parsed flags; presets printed when applied."""
-    from impala_rl.config import TrainConfig, apply_preset, preset_name
-    from impala_rl.runtime.train import load_run
+def _explicit_fields(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields given on the command line (flags default to SUPPRESS)."""
+    from impala_rl.config import TrainConfig
 
     explicit = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     if "mlp_sizes" in explicit:
         explicit["mlp_sizes"] = tuple(explicit["mlp_sizes"])
+    return explicit
+
+
+def _config_with_preset(explicit: dict):
+    from impala_rl.config import TrainConfig, apply_preset, preset_name
+
+    cfg, changes = apply_preset(TrainConfig(**explicit), set(explicit))
+    if changes:
+        print(f"[impala] preset '{preset_name(cfg.env)}' for {cfg.env}: "
+              + ", ".join(f"{k}={v}" for k, v in changes.items()), file=sys.stderr)
+    return cfg
+
+
+def _train_config(args: argparse.Namespace):
+    """(config, resume state or None) from the parsed flags; presets printed when applied."""
+    from impala_rl.runtime.train import load_run
+
+    explicit = _explicit_fields(args)
     if args.resume:
         try:
             cfg, state = load_run(args.resume)
@@ -65,11 +82,7 @@ def _train_config(args: argparse.Namespace):
         if explicit:
             print(f"[impala] resuming {args.resume} with overrides: {explicit}", file=sys.stderr)
         return cfg, state
-    cfg = TrainConfig(**explicit)
-    cfg, changes = apply_preset(cfg, set(explicit))
-    if changes:
-        print(f"[impala] preset '{preset_name(cfg.env)}' for {cfg.env}: "
-              + ", ".join(f"{k}={v}" for k, v in changes.items()), file=sys.stderr)
+    cfg = _config_with_preset(explicit)
     if not cfg.run_dir:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         cfg = dataclasses.replace(cfg, run_dir=str(Path("runs") / f"{cfg.env.replace('/', '_')}-{stamp}"))
@@ -101,6 +114,21 @@ def cmd_train(args: argparse.Namespace) -> int:
           file=sys.stderr)
     result = trainer.run()
     return 0 if result.stop_reason in ("done", "interrupted") else 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from impala_rl.bench import main_bench
+    from impala_rl.envs import check_env_id
+
+    cfg = _config_with_preset(_explicit_fields(args))
+    if args.duration <= 0 or args.warmup < 0:
+        raise UsageError(f"--duration must be positive and --warmup >= 0, got {args.duration}, {args.warmup}")
+    try:
+        cfg.validate()
+        check_env_id(cfg.env)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return main_bench(cfg, args.duration, args.warmup, args.json)
 
 
 # ----------------------------------------------------------------------------- eval / plot
@@ -145,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue a run (frames, optimizer state, LR schedule) from its checkpoint")
     _add_config_flags(train)
     train.set_defaults(func=cmd_train)
+
+    bench = sub.add_parser("bench", help="measure throughput: env, learner, inference, bound, train, ratio",
+                           description="Measure each stage alone and end-to-end training on the same pipeline, "
+                           "network and cores; print the table (or --json). Takes every train option.")
+    bench.add_argument("--duration", type=float, default=20.0, help="seconds per measured stage (default: 20)")
+    bench.add_argument("--warmup", type=float, default=15.0,
+                       help="seconds of end-to-end training before measuring (default: 15)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    _add_config_flags(bench)
+    bench.set_defaults(func=cmd_bench)
 
     ev = sub.add_parser("eval", help="evaluate a trained run")
     ev.add_argument("run_dir", metavar="RUN_DIR")

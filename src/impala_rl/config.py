@@ -27,6 +27,7 @@ BACKENDS = ("local", "serial")
 TORSOS = ("auto", "mlp", "shallow", "deep")
 CORRECTIONS = ("vtrace", "1step_is", "epsilon", "none")
 DEVICES = ("auto", "cpu", "cuda")
+NATIVE_ENV = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -77,6 +78,10 @@ class TrainConfig:
     backend: str = _f("local", "local: actor processes + shared memory; serial: one process (debugging).", "runtime")
     num_actors: int = _f(2, "Actor processes.", "runtime")
     envs_per_actor: int = _f(8, "Environments stepped by each actor (inference batched over them).", "runtime")
+    env_groups: int = _f(1, "Split each actor's envs into this many groups stepped alternately (one steps while "
+                         "the actor computes on another).", "runtime")
+    native_env: str = _f("auto", "Atari: auto/on use ale-py's native C++ vector env; off uses Gymnasium wrappers.",
+                         "runtime")
     num_slots: int = _f(0, "Rollout slots in shared memory; 0 = auto (2 x actors x envs + batch).", "runtime")
     sync: bool = _f(False, "Batched-A2C baseline: actors wait for fresh weights each unroll (policy lag 0).", "runtime")
     device: str = _f("auto", "Learner device: auto (cuda if available), cpu, cuda.", "runtime")
@@ -132,7 +137,8 @@ class TrainConfig:
         choice("torso", TORSOS)
         choice("correction", CORRECTIONS)
         choice("device", DEVICES)
-        for name in ("unroll_length", "batch_size", "num_actors", "envs_per_actor", "total_frames",
+        choice("native_env", NATIVE_ENV)
+        for name in ("unroll_length", "batch_size", "num_actors", "envs_per_actor", "env_groups", "total_frames",
                      "lstm_size", "learning_rate", "log_interval", "checkpoint_interval", "max_nonfinite"):
             positive(name)
         for name in ("num_slots", "reward_clip", "grad_norm_clip", "learner_threads", "noop_max",
@@ -148,6 +154,8 @@ class TrainConfig:
             raise ConfigError(f"rmsprop_decay must be in [0, 1), got {self.rmsprop_decay}")
         if not self.mlp_sizes or any(int(s) <= 0 for s in self.mlp_sizes):
             raise ConfigError(f"mlp_sizes must be positive integers, got {self.mlp_sizes}")
+        if self.env_groups > self.envs_per_actor:
+            raise ConfigError(f"env_groups ({self.env_groups}) must be <= envs_per_actor ({self.envs_per_actor})")
         if self.batch_size > self.slots:
             raise ConfigError(
                 f"batch_size ({self.batch_size}) is larger than the number of rollout slots ({self.slots}); "

@@ -8,9 +8,8 @@ stacks 4 frames into a uint8 ``[4, 84, 84]`` observation. Rewards are passed thr
 unclipped (clipping is the learner's business) and a life loss never ends the episode;
 with ``episodic_life=True`` it is reported in ``info['life_lost']`` instead.
 
-Every env gets :class:`gymnasium.wrappers.RecordEpisodeStatistics` outermost, so the
-info of the step that ends an episode carries ``info['episode'] = {'r', 'l', 't'}``
-(return, length in agent steps, seconds) over the whole game.
+Episode statistics (unclipped return, length) are kept by the actor, which sees every
+reward, so no statistics wrapper runs on the hot path.
 
 ale-py registers the ``ALE/`` ids only when asked; that happens lazily, on the first
 call that needs the registry, so ``import impala_rl.envs`` has no side effects.
@@ -30,7 +29,6 @@ from gymnasium import spaces
 from gymnasium.wrappers import (
     AtariPreprocessing,
     FrameStackObservation,
-    RecordEpisodeStatistics,
 )
 
 from impala_rl.envs.spec import describe
@@ -205,7 +203,6 @@ def make_env(
     else:
         _reject_legacy_atari(env_id)
         env = _make_generic(env_id, kwargs)
-    env = RecordEpisodeStatistics(env)
     try:
         describe(env)
     except ValueError as err:

@@ -5,6 +5,7 @@ the serial, local and Ray backends all drive this same class.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,18 +36,23 @@ def net_inputs(obs: torch.Tensor, first: torch.Tensor, last_action: torch.Tensor
 
 
 class Actor:
-    """Runs ``len(envs)`` environments and produces one unroll per environment per call.
+    """Runs a group of ``envs.num_envs`` environments; produces one unroll per environment.
 
     Args:
         spec: the rollout slot layout.
         model: the actor's copy of the network (``ImpalaNet``); weights are loaded by the caller.
-        envs: Gymnasium environments, all of the same spaces.
-        seed: seeds the environments (seed + i) and the action sampling.
+        envs: an :class:`~impala_rl.envs.vector.EnvGroup` (send/recv, automatic resets).
+        seed: seeds the environments and the action sampling.
         reward_clip: as in the learner (the network's last-reward input is clipped alike).
-        episodic_life: treat ``info['life_lost']`` as terminal for learning.
+        episodic_life: treat a lost life as terminal for learning.
+
+    An unroll is ``begin``, then T times ``send`` (start the envs on the current
+    actions) and ``receive`` (collect their results, act, write the row), then ``end``;
+    :meth:`unroll` does exactly that, and :class:`ActorGroup` interleaves several actors
+    so one computes while another's environments step.
     """
 
-    def __init__(self, spec: RolloutSpec, model: torch.nn.Module, envs: list, seed: int,
+    def __init__(self, spec: RolloutSpec, model: torch.nn.Module, envs, seed: int,
                  reward_clip: float = 1.0, episodic_life: bool = False):
         self.spec = spec
         self.model = model
@@ -54,27 +60,34 @@ class Actor:
         self.seed = seed
         self.reward_clip = reward_clip
         self.episodic_life = episodic_life
-        self.num_envs = len(envs)
+        self.num_envs = envs.num_envs
         self.generator = torch.Generator().manual_seed(seed)
         n = self.num_envs
         # The last row written (row T of the previous unroll = row 0 of the next).
         self.row = {name: torch.zeros((n,) + shape, dtype=dtype)
                     for name, (shape, dtype) in spec.row_fields().items()}
-        self._obs_np = self.row["obs"].numpy()
+        self._np = {name: t.numpy() for name, t in self.row.items()}
         self.state_before_row: tuple = ()
         self.state_after_row: tuple = ()
         self.episode_return = np.zeros(n, dtype=np.float64)
         self.episode_length = np.zeros(n, dtype=np.int64)
         self.steps = 0
         self._started = False
+        # Per-unroll bookkeeping between begin() and end().
+        self._buffers: Batch = {}
+        self._idx = torch.zeros(0, dtype=torch.long)
+        self._k = 0
+        self._state: tuple = ()
+        self._finished: list[EpisodeStats] = []
+        # Seconds spent waiting for environments, in inference, and writing rows (for `impala bench`).
+        self.timings = {"env_s": 0.0, "inference_s": 0.0, "write_s": 0.0}
 
     # ------------------------------------------------------------------ policy
     @torch.inference_mode()
     def _forward(self, row: Batch, state: tuple):
         inputs = net_inputs(row["obs"][None], row["first"][None], row["last_action"][None],
                             row["reward"][None], self.reward_clip)
-        out, new_state = self.model(core_state=state, **inputs)
-        return out, new_state
+        return self.model(core_state=state, **inputs)
 
     def _act(self, state: tuple) -> tuple:
         """Fill the current row's action and policy_params; return the state after it."""
@@ -84,15 +97,8 @@ class Actor:
         self.row["action"].copy_(distributions.sample(self.spec.policy_type, params, generator=self.generator))
         return new_state
 
-    def _env_action(self, i: int):
-        a = self.row["action"][i]
-        return int(a) if self.spec.policy_type == "categorical" else a.numpy()
-
-    # ------------------------------------------------------------------ stepping
     def _start(self) -> None:
-        for i, env in enumerate(self.envs):
-            obs, _ = env.reset(seed=self.seed * 1000 + i)
-            self._obs_np[i] = obs
+        np.copyto(self._np["obs"], self.envs.reset(seed=self.seed))
         self.row["first"].fill_(True)
         for name in ("last_action", "reward", "terminal", "bootstrap"):
             self.row[name].zero_()
@@ -100,78 +106,130 @@ class Actor:
         self.state_after_row = self._act(self.state_before_row)
         self._started = True
 
-    def _step_envs(self, state: tuple) -> list[EpisodeStats]:
-        """Execute the current row's actions; make the next row's env fields."""
-        row = self.row
-        finished: list[EpisodeStats] = []
-        truncated_final: dict[int, np.ndarray] = {}
-        last_action = row["action"].clone()
-        for i, env in enumerate(self.envs):
-            obs, reward, terminated, truncated, info = env.step(self._env_action(i))
-            self.episode_return[i] += reward
-            self.episode_length[i] += 1
-            done = terminated or truncated
-            row["reward"][i] = float(reward)
-            row["terminal"][i] = done or (self.episodic_life and bool(info.get("life_lost", False)))
-            row["first"][i] = done
-            row["bootstrap"][i] = 0.0
-            if done:
-                finished.append(EpisodeStats(float(self.episode_return[i]), int(self.episode_length[i])))
-                self.episode_return[i] = 0.0
-                self.episode_length[i] = 0
-                if truncated and not terminated:
-                    truncated_final[i] = np.asarray(obs)
-                obs, _ = env.reset()
-            self._obs_np[i] = obs
-        row["last_action"].copy_(last_action)
-        row["last_action"][row["first"]] = 0
-        if truncated_final:
-            self._bootstrap_values(truncated_final, last_action, state)
-        self.steps += self.num_envs
-        return finished
-
-    def _bootstrap_values(self, finals: dict[int, np.ndarray], last_action: torch.Tensor, state: tuple) -> None:
-        """V_mu(x_final) for truncated episodes: the value of where the episode stopped."""
-        view = {name: t.clone() for name, t in self.row.items()}
-        for i, obs in finals.items():
-            view["obs"][i] = torch.from_numpy(obs)
-        view["first"].zero_()  # x_final continues its episode: no state reset
-        view["last_action"].copy_(last_action)
-        out, _ = self._forward(view, state)
-        values = out.values[0, :, 0]
-        for i in finals:
-            self.row["bootstrap"][i] = values[i]
-
-    def unroll(self, buffers: Batch, slots: list[int], version: int) -> list[EpisodeStats]:
-        """Write one unroll per environment into ``buffers`` at ``slots`` (one slot per env).
-
-        Returns the episodes that finished during the unroll.
-        """
+    # ------------------------------------------------------------------ one unroll
+    def begin(self, buffers: Batch, slots: list[int], version: int) -> None:
+        """Start an unroll into ``buffers`` at ``slots`` (one per env): write row 0."""
         if len(slots) != self.num_envs:
             raise ValueError(f"need {self.num_envs} slots (one per environment), got {len(slots)}")
         if not self._started:
             self._start()
-        idx = torch.as_tensor(slots, dtype=torch.long)
-        T = self.spec.unroll_length
-        self._write_row(buffers, idx, 0)
-        buffers["version"][idx] = version
+        self._buffers, self._idx, self._k = buffers, torch.as_tensor(slots, dtype=torch.long), 0
+        self._write_row()
+        buffers["version"][self._idx] = version
         if self.spec.core_size:
-            buffers["core_h"][idx] = self.state_before_row[0]
-            buffers["core_c"][idx] = self.state_before_row[1]
-        state = self.state_after_row
-        finished: list[EpisodeStats] = []
-        for k in range(1, T + 1):
-            finished += self._step_envs(state)
-            self.state_before_row = state
-            state = self._act(state)
-            self._write_row(buffers, idx, k)
-        self.state_after_row = state
-        return finished
+            buffers["core_h"][self._idx] = self.state_before_row[0]
+            buffers["core_c"][self._idx] = self.state_before_row[1]
+        self._state = self.state_after_row
+        self._finished = []
 
-    def _write_row(self, buffers: Batch, idx: torch.Tensor, k: int) -> None:
+    def send(self) -> None:
+        """Start the environments on the current row's actions."""
+        self.envs.send(self._np["action"])
+
+    def receive(self) -> None:
+        """Collect the environments' results, act on them and write the next row."""
+        t0 = time.perf_counter()
+        result = self.envs.recv()
+        t1 = time.perf_counter()
+        row, np_row = self.row, self._np
+        done = result.terminated | result.truncated
+        self.episode_return += result.reward
+        self.episode_length += 1
+        for i in np.flatnonzero(done):
+            self._finished.append(EpisodeStats(float(self.episode_return[i]), int(self.episode_length[i])))
+        self.episode_return[done] = 0.0
+        self.episode_length[done] = 0
+        np.copyto(np_row["obs"], result.obs)
+        np.copyto(np_row["reward"], result.reward)
+        np.copyto(np_row["first"], done)
+        np.copyto(np_row["terminal"], done | (result.life_lost if self.episodic_life else False))
+        row["bootstrap"].zero_()
+        row["last_action"].copy_(row["action"])
+        row["last_action"][row["first"]] = 0
+        if result.final_obs:
+            self._bootstrap_values(result.final_obs)
+        self.steps += self.num_envs
+        self.state_before_row = self._state
+        self._state = self._act(self._state)
+        t2 = time.perf_counter()
+        self._k += 1
+        self._write_row()
+        timings = self.timings
+        timings["env_s"] += t1 - t0
+        timings["inference_s"] += t2 - t1
+        timings["write_s"] += time.perf_counter() - t2
+
+    def end(self) -> list[EpisodeStats]:
+        """Finish the unroll; return the episodes that ended during it."""
+        if self._k != self.spec.unroll_length:
+            raise RuntimeError(f"unroll ended after {self._k} of {self.spec.unroll_length} steps")
+        self.state_after_row = self._state
+        return self._finished
+
+    def unroll(self, buffers: Batch, slots: list[int], version: int) -> list[EpisodeStats]:
+        """Write one unroll per environment into ``buffers`` at ``slots``; return finished episodes."""
+        self.begin(buffers, slots, version)
+        for _ in range(self.spec.unroll_length):
+            self.send()
+            self.receive()
+        return self.end()
+
+    def _bootstrap_values(self, finals: dict[int, np.ndarray]) -> None:
+        """V_mu(x_final) for truncated episodes: the value of where the episode stopped."""
+        view = {name: t.clone() for name, t in self.row.items()}
+        for i, obs in finals.items():
+            view["obs"][i] = torch.from_numpy(np.asarray(obs))
+        view["first"].zero_()  # x_final continues its episode: no state reset
+        view["last_action"].copy_(self.row["action"])
+        out, _ = self._forward(view, self._state)
+        values = out.values[0, :, 0]
+        for i in finals:
+            self.row["bootstrap"][i] = values[i]
+
+    def _write_row(self) -> None:
         for name, value in self.row.items():
-            buffers[name][idx, k] = value
+            self._buffers[name][self._idx, self._k] = value
 
     def close(self) -> None:
-        for env in self.envs:
-            env.close()
+        self.envs.close()
+
+
+class ActorGroup:
+    """Several actors sharing one model, stepped alternately: while one actor computes
+    (inference, writing rows), the others' environments step (in native threads for the
+    ALE vector env). Same interface as :class:`Actor`."""
+
+    def __init__(self, actors: list[Actor]):
+        self.actors = actors
+        self.model = actors[0].model
+        self.spec = actors[0].spec
+        self.num_envs = sum(a.num_envs for a in actors)
+
+    @property
+    def steps(self) -> int:
+        return sum(a.steps for a in self.actors)
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return {k: sum(a.timings[k] for a in self.actors) for k in self.actors[0].timings}
+
+    def unroll(self, buffers: Batch, slots: list[int], version: int) -> list[EpisodeStats]:
+        if len(slots) != self.num_envs:
+            raise ValueError(f"need {self.num_envs} slots (one per environment), got {len(slots)}")
+        start = 0
+        for a in self.actors:
+            a.begin(buffers, slots[start:start + a.num_envs], version)
+            start += a.num_envs
+        for a in self.actors:
+            a.send()
+        T = self.spec.unroll_length
+        for k in range(1, T + 1):
+            for a in self.actors:
+                a.receive()
+                if k < T:
+                    a.send()
+        return [e for a in self.actors for e in a.end()]
+
+    def close(self) -> None:
+        for a in self.actors:
+            a.close()

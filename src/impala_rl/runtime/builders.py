@@ -11,8 +11,9 @@ import torch
 from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.core import distributions
 from impala_rl.envs import AtariOptions, EnvSpec, describe, make_env
+from impala_rl.envs.vector import make_env_group
 from impala_rl.models import ImpalaNet
-from impala_rl.runtime.actor import Actor
+from impala_rl.runtime.actor import Actor, ActorGroup
 from impala_rl.runtime.types import RolloutSpec, numpy_to_torch_dtype
 
 
@@ -22,10 +23,6 @@ def atari_options(cfg: TrainConfig) -> AtariOptions | None:
     return AtariOptions(repeat_action_probability=cfg.sticky_actions, full_action_space=cfg.full_action_space,
                         noop_max=cfg.noop_max, max_episode_frames=cfg.max_episode_frames,
                         episodic_life=cfg.episodic_life)
-
-
-def make_envs(cfg: TrainConfig, num: int, seed: int, **kwargs) -> list:
-    return [make_env(cfg.env, seed=seed + i, atari=atari_options(cfg), **kwargs) for i in range(num)]
 
 
 def probe_env(cfg: TrainConfig) -> EnvSpec:
@@ -65,11 +62,25 @@ def rollout_spec(cfg: TrainConfig, env_spec: EnvSpec) -> RolloutSpec:
     )
 
 
-def build_actor(cfg: TrainConfig, env_spec: EnvSpec, actor_id: int, restart: int = 0) -> Actor:
-    """An actor with ``cfg.envs_per_actor`` fresh environments and its own CPU model copy."""
+def build_actor(cfg: TrainConfig, env_spec: EnvSpec, actor_id: int, restart: int = 0) -> Actor | ActorGroup:
+    """An actor with ``cfg.envs_per_actor`` fresh environments and its own CPU model copy.
+
+    With ``cfg.env_groups`` > 1 the environments are split into that many groups stepped
+    alternately (one steps while the actor computes on another) behind the same interface.
+    """
     seed = cfg.seed + 10_007 * (actor_id + 1) + 1_000_003 * restart
     model = build_model(cfg, env_spec)
     model.eval()
-    envs = make_envs(cfg, cfg.envs_per_actor, seed)
-    return Actor(rollout_spec(cfg, env_spec), model, envs, seed=seed,
-                 reward_clip=cfg.reward_clip, episodic_life=cfg.episodic_life)
+    spec = rollout_spec(cfg, env_spec)
+    sizes = [len(part) for part in _split(cfg.envs_per_actor, cfg.env_groups)]
+    actors = []
+    for g, size in enumerate(sizes):
+        envs = make_env_group(cfg.env, size, seed + 101 * g, atari=atari_options(cfg), native=cfg.native_env)
+        actors.append(Actor(spec, model, envs, seed=seed + 101 * g,
+                            reward_clip=cfg.reward_clip, episodic_life=cfg.episodic_life))
+    return actors[0] if len(actors) == 1 else ActorGroup(actors)
+
+
+def _split(n: int, parts: int) -> list[range]:
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [range(bounds[i], bounds[i + 1]) for i in range(parts)]

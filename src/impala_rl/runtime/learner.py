@@ -79,6 +79,7 @@ class Learner:
             clip_pg_rho_threshold=cfg.clip_pg_rho_threshold,
             lambda_=cfg.vtrace_lambda,
         )
+        t_forward = time.perf_counter()
         lag = (self.version - batch["version"]).float()
         result = {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.dim() == 0}
         result.update(policy_lag_mean=float(lag.mean()), policy_lag_max=float(lag.max()))
@@ -90,6 +91,7 @@ class Learner:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        t_backward = time.perf_counter()
         max_norm = cfg.grad_norm_clip if cfg.grad_norm_clip > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         if not math.isfinite(grad_norm):
@@ -98,8 +100,10 @@ class Learner:
         self.optimizer.step()
         self.version += 1
         self.nonfinite_in_a_row = 0
+        t_end = time.perf_counter()
         result.update(grad_norm=grad_norm, learning_rate=lr, nonfinite_total=float(self.nonfinite_total),
-                      learner_step_s=time.perf_counter() - t0)
+                      time_forward_s=t_forward - t0, time_backward_s=t_backward - t_forward,
+                      time_optimizer_s=t_end - t_backward)
         return result
 
     def _skip(self, result: dict[str, float]) -> dict[str, float]:

@@ -92,7 +92,9 @@ def _actor_main(actor_id: int, restart: int, cfg: TrainConfig, env_spec: EnvSpec
         actor = build_actor(cfg, env_spec, actor_id, restart)
         granted: deque[int] = deque()
         version = -1
+        waits = {"wait_slots_s": 0.0, "weights_s": 0.0}
         while not weights.stopping:
+            t0 = time.perf_counter()
             while len(granted) < actor.num_envs:
                 msg = conn.recv()
                 if msg is None:
@@ -101,11 +103,14 @@ def _actor_main(actor_id: int, restart: int, cfg: TrainConfig, env_spec: EnvSpec
             if cfg.sync:
                 while weights.version <= version and not weights.stopping:
                     time.sleep(0.0005)
+            t1 = time.perf_counter()
             if weights.version != version:
                 version = weights.load_into(actor.model)
+            waits["wait_slots_s"] += t1 - t0
+            waits["weights_s"] += time.perf_counter() - t1
             slots = [granted.popleft() for _ in range(actor.num_envs)]
             finished = actor.unroll(buffers, slots, version)
-            conn.send(("full", slots, [(e.ret, e.length) for e in finished]))
+            conn.send(("full", slots, [(e.ret, e.length) for e in finished], {**actor.timings, **waits}))
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         return  # the learner went away
     except BaseException:
@@ -124,6 +129,7 @@ class _ActorHandle:
         self.held: set[int] = set()
         self.unrolls = 0
         self.last_error = ""
+        self.timings: dict[str, float] = {}  # cumulative seconds by stage, as the actor last reported
 
 
 class LocalBackend:
@@ -235,7 +241,7 @@ class LocalBackend:
             while handle.conn.poll():
                 msg = handle.conn.recv()
                 if msg[0] == "full":
-                    _, slots, episodes = msg
+                    _, slots, episodes, handle.timings = msg
                     with self.cond:
                         handle.held.difference_update(slots)
                         self.full.extend(slots)
@@ -301,6 +307,14 @@ class LocalBackend:
 
     def info(self) -> dict[str, float]:
         return {"actor_restarts": float(self.restarts), "learner_wait_s": self.wait_time}
+
+    def actor_timings(self) -> dict[str, float]:
+        """Cumulative seconds by stage, summed over the live actors (for `impala bench`)."""
+        out: dict[str, float] = {}
+        for handle in list(self.actors.values()):
+            for k, v in handle.timings.items():
+                out[k] = out.get(k, 0.0) + v
+        return out
 
     def __enter__(self):
         self.start()

@@ -60,6 +60,13 @@ class SerialBackend:
     def info(self) -> dict[str, float]:
         return {"actor_restarts": 0.0, "actor_time_s": self.actor_time}
 
+    def actor_timings(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for actor in self.actors:
+            for k, v in actor.timings.items():
+                out[k] = out.get(k, 0.0) + v
+        return out
+
     def close(self) -> None:
         for actor in self.actors:
             actor.close()

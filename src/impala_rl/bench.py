@@ -1,0 +1,244 @@
+"""``impala bench``: end-to-end throughput against the machine's own limit.
+
+In one invocation, with the same environment pipeline, network and cores:
+
+1. **env**: the environments alone with random actions (``num_actors`` processes, as the
+   actors run them), in frames/s (agent steps x action repeat);
+2. **learner**: the learner step alone on batches already in memory, in frames/s it
+   can consume (T x B x action repeat per step);
+3. **inference**: actor-side inference alone at the actors' batch size, ``num_actors``
+   processes of one thread each;
+4. **bound**: where all stages share the CPU cores, 1 / (1/env + 1/learner + 1/inference)
+   (each stage measured using all the cores); where learner and inference run on a GPU,
+   min(env, learner, inference);
+5. **train**: end-to-end training at steady state (after a warm-up), environment frames
+   consumed by the learner per second;
+6. **ratio** = train / bound, with a breakdown of where the end-to-end run spent its time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+
+from impala_rl.config import TrainConfig
+from impala_rl.envs import EnvSpec
+from impala_rl.envs.vector import make_env_group
+from impala_rl.runtime.builders import atari_options, build_model, probe_env, rollout_spec
+from impala_rl.runtime.learner import Learner
+from impala_rl.runtime.train import make_backend, resolve_device
+
+
+@dataclass
+class BenchResult:
+    env_fps: float
+    learner_fps: float
+    inference_fps: float
+    bound_fps: float
+    bound_formula: str
+    train_fps: float
+    ratio: float
+    learner_breakdown: dict = field(default_factory=dict)  # fraction of learner wall time
+    actor_breakdown: dict = field(default_factory=dict)  # fraction of actor wall time (mean over actors)
+    config: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2)
+
+
+# ----------------------------------------------------------------------------- stage workers
+def _env_worker(cfg: TrainConfig, duration: float, seed: int, out) -> None:
+    torch.set_num_threads(1)
+    group = make_env_group(cfg.env, cfg.envs_per_actor, seed, atari=atari_options(cfg), native=cfg.native_env)
+    env = probe_env(cfg)
+    rng = np.random.default_rng(seed)
+    group.reset(seed=seed)
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < duration:
+        if env.policy_type == "categorical":
+            actions = rng.integers(0, env.action_dim, size=group.num_envs)
+        else:
+            actions = rng.uniform(-1, 1, size=(group.num_envs, env.action_dim)).astype(np.float32)
+        group.send(actions)
+        group.recv()
+        steps += group.num_envs
+    out.put(steps * cfg.frames_per_step / (time.perf_counter() - t0))
+    group.close()
+
+
+def _inference_worker(cfg: TrainConfig, env_spec: EnvSpec, duration: float, seed: int, out) -> None:
+    torch.set_num_threads(1)
+    from impala_rl.core import distributions
+    from impala_rl.runtime.actor import net_inputs
+
+    model = build_model(cfg, env_spec).eval()
+    spec = rollout_spec(cfg, env_spec)
+    b = max(1, cfg.envs_per_actor // cfg.env_groups)
+    row = {k: v[:, 0] for k, v in spec.allocate(b).items() if v.dim() > 1}
+    if spec.obs_dtype == torch.uint8:
+        row["obs"].random_(0, 256)
+    state = model.initial_state(b)
+    steps, t0 = 0, time.perf_counter()
+    with torch.inference_mode():
+        while time.perf_counter() - t0 < duration:
+            inputs = net_inputs(row["obs"][None], row["first"][None], row["last_action"][None],
+                                row["reward"][None], cfg.reward_clip)
+            out_, state = model(core_state=state, **inputs)
+            distributions.sample(spec.policy_type, out_.policy_params[0])
+            steps += b
+    out.put(steps * cfg.frames_per_step / (time.perf_counter() - t0))
+
+
+def _parallel(target, args_fn, n: int, duration: float) -> float:
+    """Run ``n`` spawned workers at once for ``duration`` seconds; sum their frames/s."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args_fn(i), out), daemon=True) for i in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        results = [out.get(timeout=duration + 120) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    return float(sum(results))
+
+
+def measure_env(cfg: TrainConfig, duration: float) -> float:
+    return _parallel(_env_worker, lambda i: (cfg, duration, cfg.seed + 7919 * i), cfg.num_actors, duration)
+
+
+def measure_inference(cfg: TrainConfig, env_spec: EnvSpec, duration: float) -> float:
+    return _parallel(_inference_worker, lambda i: (cfg, env_spec, duration, cfg.seed + i), cfg.num_actors, duration)
+
+
+def synthetic_batch(cfg: TrainConfig, env_spec: EnvSpec) -> dict:
+    """A [T+1, B] batch with random observations and actions, laid out as the backends give it."""
+    spec = rollout_spec(cfg, env_spec)
+    buffers = spec.allocate(cfg.batch_size)
+    g = torch.Generator().manual_seed(cfg.seed)
+    if spec.obs_dtype == torch.uint8:
+        buffers["obs"].random_(0, 256, generator=g)
+    else:
+        buffers["obs"].normal_(generator=g)
+    if spec.policy_type == "categorical":
+        buffers["action"].random_(0, spec.action_dim, generator=g)
+    buffers["policy_params"].normal_(generator=g)
+    buffers["reward"].normal_(generator=g)
+    from impala_rl.runtime.types import gather_batch
+    return gather_batch(buffers, list(range(cfg.batch_size)))
+
+
+def measure_learner(cfg: TrainConfig, env_spec: EnvSpec, duration: float, device: torch.device) -> float:
+    learner = Learner(cfg, rollout_spec(cfg, env_spec), build_model(cfg, env_spec), device)
+    batch = synthetic_batch(cfg, env_spec)
+    for _ in range(3):  # warm-up (allocator, kernels, torch.compile if any)
+        learner.step(batch)
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < duration:
+        learner.step(batch)
+        steps += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * cfg.frames_per_batch / (time.perf_counter() - t0)
+
+
+def measure_train(cfg: TrainConfig, env_spec: EnvSpec, warmup: float, duration: float,
+                  device: torch.device) -> tuple[float, dict, dict]:
+    """Steady-state training frames/s and where the learner and the actors spent their time."""
+    learner = Learner(cfg, rollout_spec(cfg, env_spec), build_model(cfg, env_spec), device)
+    backend = make_backend(cfg, env_spec, learner.model)
+    learner_t = {"wait_batch": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0, "publish": 0.0}
+    try:
+        backend.start()
+        t_begin = time.perf_counter()
+        measuring, frames0, actors0, t0 = False, 0, {}, t_begin
+        while True:
+            now = time.perf_counter()
+            if not measuring and now - t_begin >= warmup:
+                measuring, frames0, actors0, t0 = True, learner.frames, backend.actor_timings(), now
+                learner_t = dict.fromkeys(learner_t, 0.0)
+            if measuring and now - t0 >= duration:
+                break
+            a = time.perf_counter()
+            batch, _ = backend.get_batch()
+            b = time.perf_counter()
+            m = learner.step(batch)
+            c = time.perf_counter()
+            backend.publish(learner.model, learner.version)
+            d = time.perf_counter()
+            learner_t["wait_batch"] += b - a
+            learner_t["forward"] += m.get("time_forward_s", 0.0)
+            learner_t["backward"] += m.get("time_backward_s", 0.0)
+            learner_t["optimizer"] += m.get("time_optimizer_s", 0.0)
+            learner_t["publish"] += d - c
+        elapsed = time.perf_counter() - t0
+        fps = (learner.frames - frames0) / elapsed
+        actors1 = backend.actor_timings()
+    finally:
+        backend.close()
+    learner_frac = {k: v / elapsed for k, v in learner_t.items()}
+    learner_frac["other"] = max(0.0, 1.0 - sum(learner_frac.values()))
+    n_actors = max(1, cfg.num_actors)
+    actor_frac = {k.removesuffix("_s"): (actors1.get(k, 0.0) - actors0.get(k, 0.0)) / (elapsed * n_actors)
+                  for k in actors1}
+    if cfg.backend == "serial":  # one process: actor time is part of the learner's wait
+        actor_frac = {k: v * n_actors for k, v in actor_frac.items()}
+    return fps, learner_frac, actor_frac
+
+
+def run_bench(cfg: TrainConfig, duration: float = 20.0, warmup: float = 15.0, log=print) -> BenchResult:
+    cfg.validate()
+    env_spec = probe_env(cfg)
+    device = resolve_device(cfg.device)
+    if cfg.learner_threads:
+        torch.set_num_threads(cfg.learner_threads)
+    log(f"[bench] {cfg.env}: {env_spec.obs_shape} obs, torso {cfg.torso}, lstm {cfg.use_lstm}, "
+        f"T={cfg.unroll_length} B={cfg.batch_size}, {cfg.num_actors} actors x {cfg.envs_per_actor} envs "
+        f"({cfg.env_groups} group(s)), learner on {device}, {torch.get_num_threads()} learner threads")
+    log(f"[bench] env stage ({duration:.0f}s) ...")
+    env_fps = measure_env(cfg, duration)
+    log(f"[bench] learner stage ({duration:.0f}s) ...")
+    learner_fps = measure_learner(cfg, env_spec, duration, device)
+    log(f"[bench] inference stage ({duration:.0f}s) ...")
+    inference_fps = measure_inference(cfg, env_spec, duration)
+    if device.type == "cuda":
+        bound, formula = min(env_fps, learner_fps, inference_fps), "min(env, learner, inference) (learner on GPU)"
+    else:
+        bound = 1.0 / (1.0 / env_fps + 1.0 / learner_fps + 1.0 / inference_fps)
+        formula = "1 / (1/env + 1/learner + 1/inference) (all stages share the CPU cores)"
+    log(f"[bench] end-to-end training ({warmup:.0f}s warm-up + {duration:.0f}s) ...")
+    train_fps, learner_frac, actor_frac = measure_train(cfg, env_spec, warmup, duration, device)
+    return BenchResult(env_fps, learner_fps, inference_fps, bound, formula, train_fps, train_fps / bound,
+                       learner_frac, actor_frac, cfg.to_dict())
+
+
+def format_table(r: BenchResult) -> str:
+    lines = [
+        f"{'stage':<12}{'frames/s':>12}",
+        f"{'env':<12}{r.env_fps:>12,.0f}",
+        f"{'learner':<12}{r.learner_fps:>12,.0f}",
+        f"{'inference':<12}{r.inference_fps:>12,.0f}",
+        f"{'bound':<12}{r.bound_fps:>12,.0f}   = {r.bound_formula}",
+        f"{'train':<12}{r.train_fps:>12,.0f}",
+        f"{'ratio':<12}{r.ratio:>12.2f}   = train / bound",
+        "",
+        "learner process, share of wall time: " + ", ".join(f"{k} {v:.0%}" for k, v in r.learner_breakdown.items()),
+        "actor processes, share of wall time: " + ", ".join(f"{k} {v:.0%}" for k, v in r.actor_breakdown.items()),
+    ]
+    return "\n".join(lines)
+
+
+def main_bench(cfg: TrainConfig, duration: float, warmup: float, as_json: bool) -> int:
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True))
+    result = run_bench(cfg, duration=duration, warmup=warmup, log=log)
+    print(result.to_json() if as_json else format_table(result))
+    return 0
