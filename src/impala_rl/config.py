@@ -28,6 +28,7 @@ TORSOS = ("auto", "mlp", "shallow", "deep")
 CORRECTIONS = ("vtrace", "1step_is", "epsilon", "none")
 DEVICES = ("auto", "cpu", "cuda")
 NATIVE_ENV = ("auto", "on", "off")
+INFERENCE = ("actor", "central")
 
 
 class ConfigError(ValueError):
@@ -82,6 +83,12 @@ class TrainConfig:
                          "the actor computes on another).", "runtime")
     native_env: str = _f("auto", "Atari: auto/on use ale-py's native C++ vector env; off uses Gymnasium wrappers.",
                          "runtime")
+    inference: str = _f("actor", "actor: each actor runs its own CPU copy of the policy; central: one batched "
+                        "inference server on the learner's device (dynamic batching).", "runtime")
+    inference_min_batch: int = _f(0, "Central inference: run a batch once this many env steps wait; 0 = auto "
+                                  "(half of all envs).", "runtime")
+    inference_timeout_ms: float = _f(2.0, "Central inference: longest wait for inference_min_batch before running "
+                                     "a partial batch.", "runtime")
     num_slots: int = _f(0, "Rollout slots in shared memory; 0 = auto (2 x actors x envs + batch).", "runtime")
     sync: bool = _f(False, "Batched-A2C baseline: actors wait for fresh weights each unroll (policy lag 0).", "runtime")
     device: str = _f("auto", "Learner device: auto (cuda if available), cpu, cuda.", "runtime")
@@ -138,6 +145,7 @@ class TrainConfig:
         choice("correction", CORRECTIONS)
         choice("device", DEVICES)
         choice("native_env", NATIVE_ENV)
+        choice("inference", INFERENCE)
         for name in ("unroll_length", "batch_size", "num_actors", "envs_per_actor", "env_groups", "total_frames",
                      "lstm_size", "learning_rate", "log_interval", "checkpoint_interval", "max_nonfinite"):
             positive(name)
@@ -154,6 +162,11 @@ class TrainConfig:
             raise ConfigError(f"rmsprop_decay must be in [0, 1), got {self.rmsprop_decay}")
         if not self.mlp_sizes or any(int(s) <= 0 for s in self.mlp_sizes):
             raise ConfigError(f"mlp_sizes must be positive integers, got {self.mlp_sizes}")
+        non_negative("inference_min_batch")
+        non_negative("inference_timeout_ms")
+        if self.inference == "central" and (self.backend != "local" or self.env_groups != 1):
+            raise ConfigError(f"inference 'central' needs --backend local and --env-groups 1 "
+                              f"(got backend {self.backend}, env_groups {self.env_groups})")
         if self.env_groups > self.envs_per_actor:
             raise ConfigError(f"env_groups ({self.env_groups}) must be <= envs_per_actor ({self.envs_per_actor})")
         if self.batch_size > self.slots:

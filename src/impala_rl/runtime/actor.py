@@ -45,6 +45,8 @@ class Actor:
         seed: seeds the environments and the action sampling.
         reward_clip: as in the learner (the network's last-reward input is clipped alike).
         episodic_life: treat a lost life as terminal for learning.
+        forward: what computes the policy (default: ``model``; a
+            :class:`~impala_rl.runtime.inference.RemoteForward` under central inference).
 
     An unroll is ``begin``, then T times ``send`` (start the envs on the current
     actions) and ``receive`` (collect their results, act, write the row), then ``end``;
@@ -53,9 +55,10 @@ class Actor:
     """
 
     def __init__(self, spec: RolloutSpec, model: torch.nn.Module, envs, seed: int,
-                 reward_clip: float = 1.0, episodic_life: bool = False):
+                 reward_clip: float = 1.0, episodic_life: bool = False, forward=None):
         self.spec = spec
         self.model = model
+        self.forward = forward or model  # a RemoteForward under central inference
         self.envs = envs
         self.seed = seed
         self.reward_clip = reward_clip
@@ -87,7 +90,7 @@ class Actor:
     def _forward(self, row: Batch, state: tuple):
         inputs = net_inputs(row["obs"][None], row["first"][None], row["last_action"][None],
                             row["reward"][None], self.reward_clip)
-        return self.model(core_state=state, **inputs)
+        return self.forward(core_state=state, **inputs)
 
     def _act(self, state: tuple) -> tuple:
         """Fill the current row's action and policy_params; return the state after it."""

@@ -62,11 +62,13 @@ def rollout_spec(cfg: TrainConfig, env_spec: EnvSpec) -> RolloutSpec:
     )
 
 
-def build_actor(cfg: TrainConfig, env_spec: EnvSpec, actor_id: int, restart: int = 0) -> Actor | ActorGroup:
+def build_actor(cfg: TrainConfig, env_spec: EnvSpec, actor_id: int, restart: int = 0,
+                forward=None) -> Actor | ActorGroup:
     """An actor with ``cfg.envs_per_actor`` fresh environments and its own CPU model copy.
 
     With ``cfg.env_groups`` > 1 the environments are split into that many groups stepped
     alternately (one steps while the actor computes on another) behind the same interface.
+    ``forward`` replaces the local model for inference (central inference).
     """
     seed = cfg.seed + 10_007 * (actor_id + 1) + 1_000_003 * restart
     model = build_model(cfg, env_spec)
@@ -77,7 +79,7 @@ def build_actor(cfg: TrainConfig, env_spec: EnvSpec, actor_id: int, restart: int
     for g, size in enumerate(sizes):
         envs = make_env_group(cfg.env, size, seed + 101 * g, atari=atari_options(cfg), native=cfg.native_env)
         actors.append(Actor(spec, model, envs, seed=seed + 101 * g,
-                            reward_clip=cfg.reward_clip, episodic_life=cfg.episodic_life))
+                            reward_clip=cfg.reward_clip, episodic_life=cfg.episodic_life, forward=forward))
     return actors[0] if len(actors) == 1 else ActorGroup(actors)
 
 

@@ -34,7 +34,9 @@ import torch.multiprocessing as mp
 from impala_rl.config import TrainConfig
 from impala_rl.envs import EnvSpec
 from impala_rl.runtime.actor import EpisodeStats
+from impala_rl.runtime.backends.base import ActorFailure
 from impala_rl.runtime.builders import build_actor, rollout_spec
+from impala_rl.runtime.inference import InferenceServer, RemoteForward
 from impala_rl.runtime.types import Batch, gather_batch
 
 log = logging.getLogger("impala_rl")
@@ -84,12 +86,13 @@ class SharedWeights:
 
 
 def _actor_main(actor_id: int, restart: int, cfg: TrainConfig, env_spec: EnvSpec, buffers: Batch,
-                weights: SharedWeights, conn) -> None:
+                weights: SharedWeights, conn, inference_channel=None) -> None:
     """Body of an actor process. Grants arrive on ``conn`` as lists of slot indices; None stops."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the learner process handles Ctrl-C and stops us
     torch.set_num_threads(1)
     try:
-        actor = build_actor(cfg, env_spec, actor_id, restart)
+        forward = RemoteForward(inference_channel) if inference_channel is not None else None
+        actor = build_actor(cfg, env_spec, actor_id, restart, forward=forward)
         granted: deque[int] = deque()
         version = -1
         waits = {"wait_slots_s": 0.0, "weights_s": 0.0}
@@ -104,7 +107,9 @@ def _actor_main(actor_id: int, restart: int, cfg: TrainConfig, env_spec: EnvSpec
                 while weights.version <= version and not weights.stopping:
                     time.sleep(0.0005)
             t1 = time.perf_counter()
-            if weights.version != version:
+            if forward is not None:
+                version = weights.version  # the server's weights act; the actor's copy is unused
+            elif weights.version != version:
                 version = weights.load_into(actor.model)
             waits["wait_slots_s"] += t1 - t0
             waits["weights_s"] += time.perf_counter() - t1
@@ -152,6 +157,12 @@ class LocalBackend:
         self.fatal: str | None = None
         self.wait_time = 0.0
         self.closed = False
+        self.server: InferenceServer | None = None
+        if cfg.inference == "central":
+            device = next(model.parameters()).device
+            self.server = InferenceServer(
+                self.spec, model, device, min_batch=cfg.inference_min_batch or max(1, cfg.total_envs // 2),
+                max_batch=cfg.total_envs, timeout_s=cfg.inference_timeout_ms / 1000)
         self._collector = threading.Thread(target=self._collect, name="impala-collector", daemon=True)
 
     # ------------------------------------------------------------------ lifecycle
@@ -162,12 +173,15 @@ class LocalBackend:
 
     def _spawn(self, actor_id: int, restart: int) -> None:
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
+        channel = self.server.channel(actor_id, self.cfg.envs_per_actor, self.ctx) if self.server else None
         process = self.ctx.Process(
             target=_actor_main, name=f"impala-actor-{actor_id}",
-            args=(actor_id, restart, self.cfg, self.env_spec, self.buffers, self.weights, child_conn),
+            args=(actor_id, restart, self.cfg, self.env_spec, self.buffers, self.weights, child_conn, channel),
             daemon=True)
         process.start()
         child_conn.close()
+        if channel is not None:
+            channel.conn.close()
         log.info("actor %d started (pid %d)", actor_id, process.pid)
         with self.cond:
             self.actors[actor_id] = _ActorHandle(process, parent_conn, restart)
@@ -195,6 +209,8 @@ class LocalBackend:
                 handle.process.kill()
                 handle.process.join(timeout=5)
             handle.conn.close()
+        if self.server is not None:
+            self.server.close()
 
     # ------------------------------------------------------------------ slot bookkeeping (under self.cond)
     def _grant(self, actor_id: int) -> None:
@@ -215,7 +231,9 @@ class LocalBackend:
 
     # ------------------------------------------------------------------ collector thread
     def _collect(self) -> None:
-        while not self.closed:
+        # After a fatal failure the run is over: the failed actor's pipe is closed, so stop
+        # waiting on it (and restart nothing); close() ends the other actors.
+        while not self.closed and self.fatal is None:
             handles = dict(self.actors)
             waitables = {}
             for actor_id, h in handles.items():
@@ -231,7 +249,7 @@ class LocalBackend:
                 else:
                     dead.add(actor_id)
             for actor_id in dead:
-                if not self.closed:
+                if not self.closed and self.fatal is None:
                     self._reap(actor_id)
 
     def _drain(self, actor_id: int) -> bool:
@@ -289,7 +307,7 @@ class LocalBackend:
         with self.cond:
             while len(self.full) < B:
                 if self.fatal:
-                    raise RuntimeError(self.fatal)
+                    raise ActorFailure(self.fatal)
                 if self.closed:
                     raise RuntimeError("backend is closed")
                 self.cond.wait(timeout=1.0)
@@ -303,6 +321,8 @@ class LocalBackend:
         return batch, finished
 
     def publish(self, model: torch.nn.Module, version: int) -> None:
+        if self.server is not None:
+            self.server.update(model)
         self.weights.publish(model, version)
 
     def info(self) -> dict[str, float]:

@@ -1,0 +1,98 @@
+"""Central inference (--inference central): the server's batched forward equals the model's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from impala_rl.models import ImpalaNet
+from impala_rl.runtime.inference import InferenceServer, RemoteForward
+from impala_rl.runtime.types import RolloutSpec
+
+
+def _spec(core_size: int) -> RolloutSpec:
+    return RolloutSpec(unroll_length=5, obs_shape=(4,), obs_dtype=torch.float32, policy_type="categorical",
+                       action_dim=2, num_policy_params=2, core_size=core_size)
+
+
+@pytest.mark.parametrize("use_lstm", [False, True])
+def test_remote_forward_matches_local_model_for_concurrent_actors(use_lstm):
+    torch.manual_seed(0)
+    model = ImpalaNet((4,), 2, torso="mlp", use_lstm=use_lstm, lstm_size=8).eval()
+    spec = _spec(8 if use_lstm else 0)
+    server = InferenceServer(spec, model, torch.device("cpu"), min_batch=6, max_batch=12, timeout_s=0.01)
+    ctx = mp.get_context("spawn")
+    errors = []
+    try:
+        def actor(actor_id: int):
+            forward = RemoteForward(server.channel(actor_id, 3, ctx))
+            g = torch.Generator().manual_seed(actor_id)
+            state = model.initial_state(3)
+            for step in range(10):
+                inputs = {"obs": torch.randn(1, 3, 4, generator=g),
+                          "first": torch.tensor([[step == 0, False, step % 4 == 0]]),
+                          "last_action": torch.randint(0, 2, (1, 3), generator=g),
+                          "last_reward": torch.randn(1, 3, generator=g)}
+                remote, remote_state = forward(core_state=state, **inputs)
+                with torch.no_grad():
+                    local, local_state = model(core_state=state, **inputs)
+                if not torch.allclose(remote.policy_params, local.policy_params, atol=1e-5):
+                    errors.append((actor_id, step, "policy"))
+                if not torch.allclose(remote.values, local.values, atol=1e-5):
+                    errors.append((actor_id, step, "values"))
+                if use_lstm and not all(torch.allclose(a, b, atol=1e-5) for a, b in zip(remote_state, local_state)):
+                    errors.append((actor_id, step, "state"))
+                state = local_state
+
+        threads = [threading.Thread(target=actor, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads)
+    finally:
+        server.close()
+    assert errors == []
+    assert sum(server.batcher.batch_sizes) == 4 * 10 * 3
+    assert max(server.batcher.batch_sizes) > 3  # requests of different actors were batched together
+
+
+def test_server_uses_published_weights():
+    model = ImpalaNet((4,), 2, torso="mlp").eval()
+    server = InferenceServer(_spec(0), model, torch.device("cpu"), min_batch=1, max_batch=4, timeout_s=0.0)
+    try:
+        forward = RemoteForward(server.channel(0, 2, mp.get_context("spawn")))
+        inputs = {"obs": torch.ones(1, 2, 4), "first": torch.zeros(1, 2, dtype=torch.bool),
+                  "last_action": torch.zeros(1, 2, dtype=torch.long), "last_reward": torch.zeros(1, 2)}
+        before, _ = forward(**inputs)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.5)
+        unchanged, _ = forward(**inputs)
+        assert torch.equal(before.policy_params, unchanged.policy_params)  # a private copy until publish
+        server.update(model)
+        after, _ = forward(**inputs)
+        with torch.no_grad():
+            expected, _ = model(**inputs)
+        assert torch.allclose(after.policy_params, expected.policy_params, atol=1e-6)
+        assert not torch.allclose(after.policy_params, before.policy_params)
+    finally:
+        server.close()
+
+
+def test_train_with_central_inference(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "impala_rl.cli", "train", "--env", "CartPole-v1", "--inference", "central",
+         "--num-actors", "2", "--total-frames", "20000", "--run-dir", str(run_dir), "--quiet"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["frames"] >= 20000 and summary["stop_reason"] == "done"
+    assert summary["mean_return"] is not None
