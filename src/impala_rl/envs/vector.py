@@ -63,7 +63,7 @@ class GymEnvGroup:
             action = self._actions[i]
             obs, r, term, trunc, info = env.step(action.item() if action.ndim == 0 else action)
             reward[i], terminated[i], truncated[i] = r, term, trunc
-            life_lost[i] = bool(info.get("life_lost", False))
+            life_lost[i] = bool(info.get("life_lost", False)) and not (term or trunc)
             if term or trunc:
                 if trunc and not term:
                     final_obs[i] = np.asarray(obs)
