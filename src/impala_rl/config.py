@@ -55,6 +55,8 @@ class TrainConfig:
     use_lstm: bool = _f(False, "Add the paper's LSTM core (input: features, one-hot last action, clipped reward).", "model")
     lstm_size: int = _f(256, "LSTM hidden size.", "model")
     mlp_sizes: tuple = _f((64, 64), "Hidden layer sizes of the MLP torso.", "model")
+    channels_last: bool = _f(True, "Image torsos: channels-last memory format (faster convolutions on CPU).", "model")
+    compile: bool = _f(False, "torch.compile the learner's network (faster steps after a compile at start).", "model")
     # --- algorithm ------------------------------------------------------------------
     unroll_length: int = _f(20, "Unroll length T (each unroll holds T+1 rows: it overlaps the previous by one).", "algorithm")
     batch_size: int = _f(32, "Unrolls per learner batch B.", "algorithm")

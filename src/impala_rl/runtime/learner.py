@@ -41,6 +41,8 @@ class Learner:
         self.spec = spec
         self.device = device
         self.model = model.to(device)
+        # The compiled callable shares parameters with self.model (whose state_dict stays plain).
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = torch.optim.RMSprop(
             self.model.parameters(), lr=cfg.learning_rate, alpha=cfg.rmsprop_decay,
             momentum=cfg.rmsprop_momentum, eps=cfg.rmsprop_epsilon)
@@ -61,7 +63,7 @@ class Learner:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         core_state = (batch["core_h"], batch["core_c"]) if self.spec.core_size else ()
         inputs = net_inputs(batch["obs"], batch["first"], batch["last_action"], batch["reward"], cfg.reward_clip)
-        out, _ = self.model(core_state=core_state, **inputs)
+        out, _ = self.forward(core_state=core_state, **inputs)
         values = out.values[..., 0]
         loss, metrics = impala_loss(
             target_params=out.policy_params[:-1],

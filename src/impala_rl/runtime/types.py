@@ -105,15 +105,17 @@ def numpy_to_torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.zeros((), dtype=dtype)).dtype
 
 
-def gather_batch(buffers: Batch, indices: list[int] | torch.Tensor) -> Batch:
+def gather_batch(buffers: Batch, indices: list[int] | torch.Tensor, pin_memory: bool = False) -> Batch:
     """Copy the given slots out of ``buffers`` into a time-major batch.
 
     Row fields become [T+1, B, ...]; slot fields [B, ...]. The copy lets the slots be
-    recycled as soon as this returns.
+    recycled as soon as this returns. ``pin_memory`` (for a CUDA learner) puts the batch
+    in page-locked memory so the learner's host-to-device copies run asynchronously.
     """
     idx = torch.as_tensor(indices, dtype=torch.long)
     out = {}
     for name, t in buffers.items():
         picked = t.index_select(0, idx)
-        out[name] = picked.transpose(0, 1).contiguous() if name in ROW_FIELDS else picked
+        picked = picked.transpose(0, 1) if name in ROW_FIELDS else picked
+        out[name] = picked.pin_memory() if pin_memory else picked.contiguous()
     return out

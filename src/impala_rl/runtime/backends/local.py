@@ -144,6 +144,7 @@ class LocalBackend:
         self.cfg = cfg
         self.env_spec = env_spec
         self.spec = rollout_spec(cfg, env_spec)
+        self.pin_memory = next(model.parameters()).is_cuda  # learner on CUDA: async host-to-device copies
         self.ctx = mp.get_context("spawn")
         self.buffers = self.spec.allocate(cfg.slots, shared=True)
         self.weights = SharedWeights(model)
@@ -313,7 +314,7 @@ class LocalBackend:
                 self.cond.wait(timeout=1.0)
             idx = [self.full.popleft() for _ in range(B)]
         self.wait_time += time.perf_counter() - t0
-        batch = gather_batch(self.buffers, idx)
+        batch = gather_batch(self.buffers, idx, pin_memory=self.pin_memory)
         with self.cond:
             self.free.extend(idx)
             finished, self.finished = self.finished, []

@@ -23,6 +23,7 @@ class SerialBackend:
     def __init__(self, cfg: TrainConfig, env_spec: EnvSpec, model: torch.nn.Module):
         self.cfg = cfg
         self.spec = rollout_spec(cfg, env_spec)
+        self.pin_memory = next(model.parameters()).is_cuda  # learner on CUDA: async host-to-device copies
         self.buffers = self.spec.allocate(cfg.slots)
         self.free = deque(range(cfg.slots))
         self.full: deque[int] = deque()
@@ -47,7 +48,7 @@ class SerialBackend:
                 self.full.extend(slots)
         self.actor_time += time.perf_counter() - t0
         idx = [self.full.popleft() for _ in range(self.cfg.batch_size)]
-        batch = gather_batch(self.buffers, idx)
+        batch = gather_batch(self.buffers, idx, pin_memory=self.pin_memory)
         self.free.extend(idx)
         return batch, finished
 
