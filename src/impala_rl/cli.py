@@ -57,17 +57,20 @@ def _explicit_fields(args: argparse.Namespace) -> dict:
 
 
 def _config_with_preset(explicit: dict):
+    """(config with the env's preset applied, a note saying what the preset changed or "").
+
+    Callers print the note only once the config is valid: a bad input gets one line.
+    """
     from impala_rl.config import TrainConfig, apply_preset, preset_name
 
     cfg, changes = apply_preset(TrainConfig(**explicit), set(explicit))
-    if changes:
-        print(f"[impala] preset '{preset_name(cfg.env)}' for {cfg.env}: "
-              + ", ".join(f"{k}={v}" for k, v in changes.items()), file=sys.stderr)
-    return cfg
+    note = (f"[impala] preset '{preset_name(cfg.env)}' for {cfg.env}: "
+            + ", ".join(f"{k}={v}" for k, v in changes.items())) if changes else ""
+    return cfg, note
 
 
 def _train_config(args: argparse.Namespace):
-    """(config, resume state or None) from the parsed flags; presets printed when applied."""
+    """(config, resume state or None, note on the preset or overrides applied) from the parsed flags."""
     from impala_rl.runtime.train import load_run
 
     explicit = _explicit_fields(args)
@@ -79,14 +82,13 @@ def _train_config(args: argparse.Namespace):
         if "env" in explicit and explicit["env"] != cfg.env:
             raise UsageError(f"--env {explicit['env']} differs from the resumed run's env {cfg.env}")
         cfg = dataclasses.replace(cfg, **explicit, run_dir=str(args.resume))
-        if explicit:
-            print(f"[impala] resuming {args.resume} with overrides: {explicit}", file=sys.stderr)
-        return cfg, state
-    cfg = _config_with_preset(explicit)
+        note = f"[impala] resuming {args.resume} with overrides: {explicit}" if explicit else ""
+        return cfg, state, note
+    cfg, note = _config_with_preset(explicit)
     if not cfg.run_dir:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         cfg = dataclasses.replace(cfg, run_dir=str(Path("runs") / f"{cfg.env.replace('/', '_')}-{stamp}"))
-    return cfg, None
+    return cfg, None, note
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -94,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from impala_rl.logging import setup_logging
     from impala_rl.runtime.train import Trainer
 
-    cfg, state = _train_config(args)
+    cfg, state, note = _train_config(args)
     try:
         cfg.validate()
         check_env_id(cfg.env)
@@ -107,6 +109,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if state is not None and trainer.learner.frames >= cfg.total_frames:
         raise UsageError(f"the run in {cfg.run_dir} already reached {trainer.learner.frames} of "
                          f"{cfg.total_frames} frames; pass a larger --total-frames to continue it")
+    if note:
+        print(note, file=sys.stderr)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     setup_logging(Path(cfg.run_dir), quiet=cfg.quiet)
     print(f"[impala] training {cfg.env} for {cfg.total_frames} frames ({cfg.backend} backend, "
@@ -120,7 +124,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from impala_rl.bench import main_bench
     from impala_rl.envs import check_env_id
 
-    cfg = _config_with_preset(_explicit_fields(args))
+    cfg, note = _config_with_preset(_explicit_fields(args))
     if args.duration <= 0 or args.warmup < 0:
         raise UsageError(f"--duration must be positive and --warmup >= 0, got {args.duration}, {args.warmup}")
     try:
@@ -128,6 +132,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         check_env_id(cfg.env)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if note:
+        print(note, file=sys.stderr)
     return main_bench(cfg, args.duration, args.warmup, args.json)
 
 

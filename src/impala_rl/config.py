@@ -19,11 +19,12 @@ directory, and maps one-to-one onto command-line flags.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-BACKENDS = ("local", "serial")
+BACKENDS = ("local", "serial", "ray")
 TORSOS = ("auto", "mlp", "shallow", "deep")
 CORRECTIONS = ("vtrace", "1step_is", "epsilon", "none")
 DEVICES = ("auto", "cpu", "cuda")
@@ -78,7 +79,8 @@ class TrainConfig:
     grad_norm_clip: float = _f(40.0, "Clip the global gradient norm to this value; 0 disables clipping.", "optimiser")
     # --- runtime -------------------------------------------------------------------
     total_frames: int = _f(50_000_000, "Stop after this many environment frames (agent steps x action repeat).", "runtime")
-    backend: str = _f("local", "local: actor processes + shared memory; serial: one process (debugging).", "runtime")
+    backend: str = _f("local", "local: actor processes + shared memory; serial: one process (debugging); "
+                      "ray: Ray actors on one or many machines (see docs/distributed.md).", "runtime")
     num_actors: int = _f(2, "Actor processes.", "runtime")
     envs_per_actor: int = _f(8, "Environments stepped by each actor (inference batched over them).", "runtime")
     env_groups: int = _f(1, "Split each actor's envs into this many groups stepped alternately (one steps while "
@@ -97,6 +99,14 @@ class TrainConfig:
     learner_threads: int = _f(0, "torch threads in the learner; 0 = number of cores.", "runtime")
     seed: int = _f(0, "Random seed (environments, actions, initial weights).", "runtime")
     max_nonfinite: int = _f(10, "Stop after this many consecutive non-finite losses (updates are skipped).", "runtime")
+    # --- ray (--backend ray; docs/distributed.md) -------------------------------------
+    ray_address: str = _f("", "Ray cluster to join: auto (the one `ray start` runs on this machine) or HEAD_IP:6379; "
+                          "empty = start a private local Ray on 127.0.0.1.", "ray")
+    cpus_per_actor: float = _f(1.0, "Ray CPUs each actor reserves (Ray places actors by them, spread over nodes).", "ray")
+    unrolls_in_flight: int = _f(2, "Unroll requests outstanding per Ray actor (back-pressure: bounds object-store "
+                                "memory and policy lag).", "ray")
+    num_learners: int = _f(1, "Data-parallel learners, each fed by its own share of the actors; gradients are "
+                           "averaged with torch.distributed (gloo on CPU, NCCL on GPU). Ray backend only.", "ray")
     # --- logging -------------------------------------------------------------------
     run_dir: str = _f("", "Run directory; default runs/<env>-<time>.", "logging")
     log_interval: float = _f(5.0, "Seconds between progress lines and CSV/TensorBoard rows.", "logging")
@@ -125,6 +135,11 @@ class TrainConfig:
     @property
     def frames_per_batch(self) -> int:
         return self.unroll_length * self.batch_size * self.frames_per_step
+
+    @property
+    def frames_per_update(self) -> int:
+        """Frames consumed by one update: every learner contributes a batch (num_learners > 1)."""
+        return self.frames_per_batch * self.num_learners
 
     # ---------------------------------------------------------------- validation
     def validate(self) -> "TrainConfig":
@@ -179,11 +194,28 @@ class TrainConfig:
             raise ConfigError(
                 f"num_slots ({self.slots}) must be at least batch_size + envs_per_actor "
                 f"({self.batch_size + self.envs_per_actor}) so an actor can fill an unroll while the learner holds a batch")
+        self._validate_ray()
         if self.sync and self.batch_size != self.total_envs:
             raise ConfigError(
                 f"sync mode needs batch_size == num_actors x envs_per_actor ({self.total_envs}) so every "
                 f"batch holds one unroll of each env at one policy version; got batch_size {self.batch_size}")
         return self
+
+    def _validate_ray(self) -> None:
+        if self.backend != "ray":
+            if self.ray_address or self.num_learners != 1:
+                raise ConfigError(f"ray_address and num_learners need --backend ray (got backend {self.backend})")
+            return
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("the ray backend needs Ray, which is not installed: pip install 'impala-rl[ray]'")
+        for name in ("cpus_per_actor", "unrolls_in_flight", "num_learners"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.num_learners > self.num_actors:
+            raise ConfigError(f"num_learners ({self.num_learners}) must be <= num_actors ({self.num_actors}): "
+                              f"each learner is fed by its own share of the actors")
+        if self.sync and self.num_learners > 1:
+            raise ConfigError("sync mode needs num_learners 1 (one batch of every env at one policy version)")
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -50,6 +50,9 @@ class Learner:
         self.frames = 0  # environment frames consumed
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+        # Multi-learner (runtime/distributed.py): grad_hook(model, loss_finite) averages the gradients
+        # over the learners between backward and the optimiser step.
+        self.grad_hook = None
 
     def learning_rate(self) -> float:
         if not self.cfg.lr_anneal:
@@ -85,14 +88,20 @@ class Learner:
         lag = (self.version - batch["version"]).float()
         result = {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.dim() == 0}
         result.update(policy_lag_mean=float(lag.mean()), policy_lag_max=float(lag.max()))
-        self.frames += cfg.frames_per_batch
-        if not math.isfinite(float(loss.detach())):
+        self.frames += cfg.frames_per_update
+        loss_finite = math.isfinite(float(loss.detach()))
+        if not loss_finite and self.grad_hook is None:
             return self._skip(result)
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if loss_finite:
+            loss.backward()
+        if self.grad_hook is not None:
+            # Every learner joins the all-reduce on every step; a non-finite loss contributes NaN,
+            # so all learners see a non-finite gradient norm below and skip the update together.
+            self.grad_hook(self.model, loss_finite)
         t_backward = time.perf_counter()
         max_norm = cfg.grad_norm_clip if cfg.grad_norm_clip > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))

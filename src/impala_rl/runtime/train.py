@@ -15,6 +15,7 @@ import torch
 from impala_rl.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.logging import RunLogger
+from impala_rl.runtime.backends.base import ActorFailure
 from impala_rl.runtime.builders import build_model, probe_env, rollout_spec
 from impala_rl.runtime.learner import Learner
 
@@ -26,7 +27,7 @@ class TrainResult:
     run_dir: Path
     frames: int
     version: int
-    stop_reason: str  # 'done' | 'interrupted' | 'nonfinite'
+    stop_reason: str  # 'done' | 'interrupted' | 'nonfinite' | 'actor_failure'
     last_metrics: dict
     actor_restarts: int
     mean_return: float
@@ -41,13 +42,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_backend(cfg: TrainConfig, env_spec, model):
+def make_backend(cfg: TrainConfig, env_spec, model, learner: Learner | None = None):
     if cfg.backend == "serial":
         from impala_rl.runtime.backends.serial import SerialBackend
         return SerialBackend(cfg, env_spec, model)
     if cfg.backend == "local":
         from impala_rl.runtime.backends.local import LocalBackend
         return LocalBackend(cfg, env_spec, model)
+    if cfg.backend == "ray":
+        if cfg.num_learners > 1:  # this process is learner 0 of N; wires the gradient all-reduce into `learner`
+            from impala_rl.runtime.distributed import MultiLearnerBackend
+            return MultiLearnerBackend(cfg, env_spec, learner)
+        from impala_rl.runtime.backends.ray_backend import RayBackend
+        return RayBackend(cfg, env_spec, model, version=learner.version if learner is not None else 0)
     raise ConfigError(f"backend '{cfg.backend}' is not available")
 
 
@@ -83,7 +90,7 @@ class Trainer:
         (self.run_dir / "config.json").write_text(cfg.to_json())
         logger = RunLogger(self.run_dir, cfg.total_frames, start_frames=learner.frames,
                            interval=cfg.log_interval, quiet=cfg.quiet)
-        backend = make_backend(cfg, self.env_spec, learner.model)
+        backend = make_backend(cfg, self.env_spec, learner.model, learner)
         start = time.time()
         last_ckpt = start
         stop_reason = "done"
@@ -108,8 +115,12 @@ class Trainer:
         except KeyboardInterrupt:
             stop_reason = "interrupted"
             log.warning("interrupted: writing a final checkpoint")
+        except ActorFailure as e:
+            stop_reason = "actor_failure"
+            log.error("stopping: %s", e)
         finally:
             backend.close()
+            restarts = int(backend.info().get("actor_restarts", restarts))
             elapsed = time.time() - start
             self.checkpoint(restarts, elapsed)
             row = logger.flush(learner.frames)

@@ -15,12 +15,21 @@ from impala_rl.runtime.actor import EpisodeStats
 from impala_rl.runtime.types import Batch
 
 
+class ActorFailure(RuntimeError):
+    """The actors cannot go on (e.g. one keeps dying before its first unroll): the run must stop.
+
+    The message says which actor and its last error; the trainer logs it and stops cleanly.
+    """
+
+
 class Backend(Protocol):
     def start(self) -> None:
         """Start the actors (the initial weights were given to the constructor)."""
 
     def get_batch(self) -> tuple[Batch, list[EpisodeStats]]:
-        """Block until B unrolls are ready; return them ([T+1, B, ...]) and finished episodes."""
+        """Block until B unrolls are ready; return them ([T+1, B, ...]) and finished episodes.
+
+        Raises :class:`ActorFailure` when the actors cannot produce them."""
 
     def publish(self, model: torch.nn.Module, version: int) -> None:
         """Make the model's current weights, tagged ``version``, the newest for actors."""

@@ -1,0 +1,158 @@
+"""The learner's step: skipped updates on non-finite losses or gradients, the learning-rate
+schedule, and the trainer stopping on repeated non-finite losses."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from impala_rl.checkpoint import load_checkpoint
+from impala_rl.config import TrainConfig
+from impala_rl.runtime import learner as learner_module
+from impala_rl.runtime.backends.serial import SerialBackend
+from impala_rl.runtime.builders import build_model, probe_env, rollout_spec
+from impala_rl.runtime.learner import Learner
+from impala_rl.runtime.train import Trainer
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_cfg(tmp_path=None, **kw) -> TrainConfig:
+    base = dict(env="CartPole-v1", torso="mlp", backend="serial", num_actors=1, envs_per_actor=2, batch_size=2,
+                unroll_length=5, total_frames=1000, learning_rate=1e-3, reward_clip=0.0, quiet=True,
+                log_interval=100.0, run_dir=str(tmp_path / "run") if tmp_path else "")
+    base.update(kw)
+    return TrainConfig(**base).validate()
+
+
+@pytest.fixture
+def setup():
+    cfg = make_cfg()
+    env_spec = probe_env(cfg)
+    model = build_model(cfg, env_spec)
+    learner = Learner(cfg, rollout_spec(cfg, env_spec), model, torch.device("cpu"))
+    backend = SerialBackend(cfg, env_spec, model)
+    yield cfg, learner, backend
+    backend.close()
+
+
+def weights(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_nan_reward_skips_the_update(setup):
+    cfg, learner, backend = setup
+    batch, _ = backend.get_batch()
+    before = weights(learner.model)
+    batch["reward"][2, 1] = float("nan")
+    metrics = learner.step(batch)
+    assert_same_weights(weights(learner.model), before)
+    assert learner.version == 0
+    assert learner.nonfinite_in_a_row == 1 and learner.nonfinite_total == 1
+    assert metrics["nonfinite_total"] == 1.0
+    assert math.isnan(metrics["total_loss"])
+    assert "grad_norm" not in metrics
+    assert learner.frames == cfg.frames_per_batch  # the frames were consumed all the same
+
+    metrics = learner.step(batch)  # again: the count goes on
+    assert learner.nonfinite_in_a_row == 2 and learner.nonfinite_total == 2
+
+    good, _ = backend.get_batch()
+    metrics = learner.step(good)
+    assert learner.version == 1
+    assert learner.nonfinite_in_a_row == 0 and learner.nonfinite_total == 2
+    assert math.isfinite(metrics["total_loss"]) and math.isfinite(metrics["grad_norm"])
+    assert any(not torch.equal(v, before[k]) for k, v in weights(learner.model).items())
+
+
+def test_nonfinite_gradient_skips_the_update(setup, monkeypatch):
+    _, learner, backend = setup
+    batch, _ = backend.get_batch()
+    learner.step(batch)  # one real update, so the optimiser has state to protect
+    before = weights(learner.model)
+    square_avg = [s["square_avg"].clone() for s in learner.optimizer.state.values()]
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm: torch.tensor(float("inf")))
+    learner.step(batch)
+    assert_same_weights(weights(learner.model), before)
+    for s, old in zip(learner.optimizer.state.values(), square_avg):
+        assert torch.equal(s["square_avg"], old)
+    assert learner.version == 1
+    assert learner.nonfinite_in_a_row == 1
+    assert all(p.grad is None for p in learner.model.parameters())  # no stale gradient left behind
+
+
+def test_learning_rate_anneals_linearly_to_zero():
+    cfg = make_cfg(total_frames=1000, learning_rate=0.01)
+    env_spec = probe_env(cfg)
+    learner = Learner(cfg, rollout_spec(cfg, env_spec), build_model(cfg, env_spec), torch.device("cpu"))
+    assert learner.learning_rate() == pytest.approx(0.01)
+    learner.frames = 250
+    assert learner.learning_rate() == pytest.approx(0.0075)
+    learner.frames = 2000  # past the end: clamped at 0, never negative
+    assert learner.learning_rate() == 0.0
+    flat = Learner(make_cfg(learning_rate=0.01, lr_anneal=False), rollout_spec(cfg, env_spec),
+                   build_model(cfg, env_spec), torch.device("cpu"))
+    flat.frames = 900
+    assert flat.learning_rate() == 0.01
+
+
+def test_step_uses_the_scheduled_learning_rate(setup):
+    cfg, learner, backend = setup
+    batch, _ = backend.get_batch()
+    metrics = learner.step(batch)
+    expected = cfg.learning_rate * (1 - learner.frames / cfg.total_frames)
+    assert metrics["learning_rate"] == pytest.approx(expected)
+    assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+
+
+def test_trainer_stops_after_max_nonfinite_losses_and_keeps_good_weights(tmp_path, monkeypatch):
+    good_steps, max_nonfinite = 3, 4
+    calls = {"n": 0}
+    original = learner_module.loss_inputs
+
+    def poisoned(batch, cfg):
+        calls["n"] += 1
+        out = original(batch, cfg)
+        if calls["n"] > good_steps:
+            out["rewards"] = out["rewards"] * float("nan")
+        return out
+
+    monkeypatch.setattr(learner_module, "loss_inputs", poisoned)
+    cfg = make_cfg(tmp_path, max_nonfinite=max_nonfinite)
+    trainer = Trainer(cfg)
+    after_good = {}
+    original_step = Learner.step
+
+    def step(self, batch):
+        metrics = original_step(self, batch)
+        if self.version == good_steps and not after_good:
+            after_good.update(weights(self.model))
+        return metrics
+
+    monkeypatch.setattr(Learner, "step", step)
+    result = trainer.run()
+
+    assert result.stop_reason == "nonfinite"
+    assert result.version == good_steps
+    assert calls["n"] == good_steps + max_nonfinite  # stopped right at the limit
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stop_reason"] == "nonfinite"
+    assert summary["nonfinite_total"] == max_nonfinite
+    assert summary["learner_steps"] == good_steps
+    state = load_checkpoint(tmp_path / "run")
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert_same_weights(state["model"], after_good)
+    assert state["version"] == good_steps
