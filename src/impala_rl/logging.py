@@ -115,6 +115,9 @@ class RunLogger:
             self.flush(frames, now)
 
     def flush(self, frames: int, now: float | None = None) -> dict[str, float]:
+        """Write one row for the steps since the last flush (none if there were none)."""
+        if self.steps == self.last_steps and self.last_row:
+            return self.last_row
         now = time.time() if now is None else now
         dt = max(now - self.last_time, 1e-9)
         row: dict[str, float] = {}

@@ -160,13 +160,15 @@ def test_local_ray_on_loopback_batches_like_serial(no_new_ray_services):
         assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
         backend.start()
         versions = []
-        for version in range(1, 6):
+        for version in range(1, 200):  # until both actors delivered (the second may start later)
             batch, _ = backend.get_batch()
             assert batch.keys() == reference.keys()
             for k, t in batch.items():
                 assert t.shape == reference[k].shape and t.dtype == reference[k].dtype, k
             versions.append(batch["version"])
             backend.publish(model, version)
+            if version >= 5 and len(backend.actor_nodes()) == 2:
+                break
         assert torch.cat(versions).max() >= 1  # actors picked up published weights
         assert backend.info()["actor_restarts"] == 0
         assert len(backend.actor_nodes()) == 2

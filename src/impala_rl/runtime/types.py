@@ -25,8 +25,9 @@ observation it bootstraps from. Row k holds:
 - ``policy_params[k]`` (float32 [P]): the behaviour policy mu at x_k, packed as in
   :mod:`impala_rl.core.distributions` (logits, or mean and log-std).
 
-Per slot: ``version`` (int64), the policy version that acted (for the policy-lag
-metric: learner version minus behaviour version), and ``core_h``, ``core_c``
+Per slot: ``version`` (int64), the policy version that acted in rows 1..T (for the
+policy-lag metric: learner version minus behaviour version; row 0's action was chosen
+at the end of the previous unroll, possibly by the version before), and ``core_h``, ``core_c``
 (float32 [L]), the LSTM state *before* row 0, so the learner's unroll starting from it
 reproduces the actor's outputs for the same weights.
 """
