@@ -5,12 +5,13 @@
 # torch: on a machine without CUDA we install the CPU build of torch 2.13.0 (a local
 # wheel when pip's find-links has one, else PyTorch's CPU index), never PyPI's
 # multi-GB CUDA build. With an NVIDIA driver present, PyPI's default (CUDA) build is used.
-# Extras: IMPALA_EXTRAS (default "dev") selects optional dependency groups, e.g. "dev,ray".
+# Extras: IMPALA_EXTRAS (default "dev,ray": the tests include the Ray backend's) selects optional
+# dependency groups, e.g. IMPALA_EXTRAS=dev for a set-up without Ray (its tests are then skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
-EXTRAS=${IMPALA_EXTRAS:-dev}
+EXTRAS=${IMPALA_EXTRAS:-dev,ray}
 
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($PYTHON --version)"

@@ -231,8 +231,8 @@ def test_run_completes_when_a_worker_node_is_removed(tmp_path, cluster):
                                       "--total-frames", "60000"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        assert wait_until(lambda: {n for _, n, _ in actor_lines(run_dir)} == {head.node_id, worker.node_id}, 240,
-                          proc), "actors did not start on both nodes"
+        assert wait_until(lambda: {n for _, n, _ in actor_lines(run_dir)} == {head.node_id, worker.node_id} and
+                          frames_so_far(run_dir) >= 10_000, 240, proc), "actors did not start on both nodes"
         c.remove_node(worker, allow_graceful=False)  # the node's raylet and workers are killed
         _, stderr = proc.communicate(timeout=300)
     finally:
@@ -246,3 +246,4 @@ def test_run_completes_when_a_worker_node_is_removed(tmp_path, cluster):
     lines = actor_lines(run_dir)
     moved = [a for a, n, _ in lines[2:] if n == head.node_id]
     assert moved, lines  # the actor of the removed node was restarted on the head node
+    assert frames_so_far(run_dir) >= 60_000

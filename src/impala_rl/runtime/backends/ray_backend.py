@@ -51,6 +51,7 @@ from impala_rl.runtime.types import Batch, gather_batch
 log = logging.getLogger("impala_rl")
 
 MAX_FAILED_STARTS = 3  # an actor that dies this many times in a row before one unroll is fatal
+RETRY_DELAY_S = 1.0  # after a failed request, wait this long before sending that actor another
 STALL_WARNING_S = 60.0  # warn when no unroll arrived for this long (e.g. no room for restarted actors)
 INSTALL_HINT = "the ray backend needs Ray, which is not installed: pip install 'impala-rl[ray]'"
 
@@ -114,6 +115,11 @@ def connect(cfg: TrainConfig, num_cpus_needed: float) -> tuple[object, bool]:
     return ray, True
 
 
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
 def _cluster_summary(ray) -> str:
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     cpus = sum(n.get("Resources", {}).get("CPU", 0.0) for n in nodes)
@@ -157,9 +163,6 @@ class RolloutWorker:
         meta = dict(self.meta, timings=dict(getattr(self.actor, "timings", {})))
         return self.arrays, [(e.ret, e.length) for e in finished], meta
 
-    def ping(self) -> dict:
-        return self.meta
-
 
 # ----------------------------------------------------------------------------- the backend
 class _Handle:
@@ -168,8 +171,10 @@ class _Handle:
     def __init__(self, actor):
         self.actor = actor
         self.in_flight = 0
-        self.generation = 0  # bumped on each failure seen, so one death is counted once
-        self.failures_in_a_row = 0
+        self.generation = 0  # bumped on each failure seen, so that one death counts once
+        self.failures_in_a_row = 0  # deaths / errors since its last unroll
+        self.retry_at = 0.0  # no new request before this time (monotonic) after a failure
+        self.restarting = False  # told "the actor is restarting": logged once
         self.incarnation = ""
         self.node_id = ""
         self.last_error = ""
@@ -179,8 +184,11 @@ class _Handle:
 class RayBackend:
     """Runs ``cfg.num_actors`` (or the given ``actor_ids``) Ray actors feeding the learner.
 
-    ``actor_ids`` lets several learners (``--num-learners``) each drive its own share.
+    ``actor_ids`` lets several learners (``--num-learners``) each drive its own share;
+    ``extra_cpus`` adds to the logical CPUs of a local Ray (for those learners).
     """
+
+    worker_class = RolloutWorker  # the Ray actor's body (benchmarks/ray_transport.py swaps in a null one)
 
     def __init__(self, cfg: TrainConfig, env_spec: EnvSpec, model: torch.nn.Module,
                  actor_ids: Sequence[int] | None = None, version: int = 0, extra_cpus: float = 0.0):
@@ -192,10 +200,12 @@ class RayBackend:
         self.max_in_flight = 1 if cfg.sync else cfg.unrolls_in_flight
         self.handles: dict[int, _Handle] = {}
         self.in_flight: dict[object, tuple[int, int]] = {}  # ObjectRef -> (actor id, generation)
+        self.round: set[int] = set()  # sync mode: actors yet to deliver this batch's unroll
         self.pending: list[dict] = []  # received chunks not yet batched (numpy, [N, ...])
         self.pending_unrolls = 0
         self.finished: list[EpisodeStats] = []
         self.restarts = 0
+        self.nodes_seen: set[str] = set()
         self.wait_time = 0.0
         self.last_result_time = time.monotonic()
         self.closed = False
@@ -206,22 +216,22 @@ class RayBackend:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         ray = self.ray
-        worker_cls = ray.remote(RolloutWorker).options(
+        worker_cls = ray.remote(self.worker_class).options(
             num_cpus=self.cfg.cpus_per_actor, max_restarts=-1, max_task_retries=0,
             scheduling_strategy="SPREAD")
         for actor_id in self.actor_ids:
             self.handles[actor_id] = _Handle(worker_cls.remote(self.cfg, self.env_spec, actor_id))
         self.last_result_time = time.monotonic()
-        self._top_up_all()
+        self.round = set(self.handles)
+        self._refill()
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         ray = self.ray
-        nodes = sorted({h.node_id for h in self.handles.values() if h.node_id})
-        if nodes:
-            log.info("ray backend: actors ran on %d node(s); %d actor restart(s)", len(nodes), self.restarts)
+        if self.nodes_seen:
+            log.info("ray backend: actors ran on %d node(s); %d actor restart(s)", len(self.nodes_seen), self.restarts)
         for h in self.handles.values():
             try:
                 ray.kill(h.actor, no_restart=True)
@@ -234,25 +244,30 @@ class RayBackend:
             ray.shutdown()
 
     # ------------------------------------------------------------------ requests
-    def _submit(self, actor_id: int) -> None:
-        h = self.handles[actor_id]
-        ref = h.actor.unroll.remote(self.version, [self.weights_ref])
-        self.in_flight[ref] = (actor_id, h.generation)
-        h.in_flight += 1
+    def _wanted(self, actor_id: int, h: _Handle, now: float) -> int:
+        """Requests this actor should have outstanding now."""
+        if now < h.retry_at:
+            return 0
+        if self.cfg.sync:  # one unroll per actor per batch, sent after the publish
+            return 1 if actor_id in self.round else 0
+        return self.max_in_flight
 
-    def _top_up(self, actor_id: int) -> None:
-        h = self.handles[actor_id]
-        while h.in_flight < self.max_in_flight:
-            self._submit(actor_id)
-
-    def _top_up_all(self) -> None:
-        for actor_id in self.handles:
-            self._top_up(actor_id)
+    def _refill(self) -> None:
+        now = time.monotonic()
+        for actor_id, h in self.handles.items():
+            while h.in_flight < self._wanted(actor_id, h, now):
+                ref = h.actor.unroll.remote(self.version, [self.weights_ref])
+                self.in_flight[ref] = (actor_id, h.generation)
+                h.in_flight += 1
 
     def _collect(self, timeout: float) -> None:
-        """Receive every finished request (waiting up to ``timeout`` s for the first)."""
+        """Send what is due, then receive every finished request (waiting up to ``timeout`` s)."""
         ray = self.ray
+        self._refill()
         refs = list(self.in_flight)
+        if not refs:  # every actor is waiting out a retry delay
+            time.sleep(min(timeout, RETRY_DELAY_S))
+            return
         ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
         if ready and len(refs) > 1:
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
@@ -272,45 +287,51 @@ class RayBackend:
         errors = ray.exceptions
         try:
             arrays, episodes, meta = ray.get(ref)
+        except getattr(errors, "ActorUnavailableError", ()) as e:  # killed or restarting: try again shortly
+            h.retry_at = time.monotonic() + RETRY_DELAY_S
+            if not h.restarting:
+                h.restarting = True
+                log.warning("actor %d unavailable (%s); Ray restarts it", actor_id, _first_line(e))
+            return
         except errors.RayTaskError as e:  # unroll raised: replace the actor (fresh environments)
             self._failed(actor_id, generation, e, kill=True)
-            self._top_up(actor_id)
             return
-        except errors.RayError as e:  # its process or node died (Ray restarts it), or the result was lost with it
+        except errors.RayError as e:  # died with its process or node (Ray restarts it), or the result was lost
             self._failed(actor_id, generation, e, kill=False)
-            self._top_up(actor_id)
             return
         self.last_result_time = time.monotonic()
         h.failures_in_a_row = 0
+        h.restarting = False
         if meta["incarnation"] != h.incarnation:
             if h.incarnation or meta["reconstructed"]:
                 self.restarts += 1
                 log.warning("actor %d restarted by Ray (restarts so far: %d)", actor_id, self.restarts)
             h.incarnation = meta["incarnation"]
             h.node_id = meta["node_id"]
+            self.nodes_seen.add(h.node_id)
             log.info("actor %d running on node %s (pid %d)", actor_id, meta["node_id"], meta["pid"])
         h.timings = meta.get("timings", {})
         self.pending.append(arrays)
         self.pending_unrolls += len(arrays["version"])
         self.finished.extend(EpisodeStats(r, n) for r, n in episodes)
-        if not self.cfg.sync:  # sync: new requests only after the next publish (see get_batch)
-            self._top_up(actor_id)
+        self.round.discard(actor_id)
 
     def _failed(self, actor_id: int, generation: int, error: Exception, kill: bool) -> None:
         h = self.handles[actor_id]
+        h.retry_at = time.monotonic() + RETRY_DELAY_S
         if generation != h.generation:
             return  # another request lost in the same failure: already counted
         h.generation += 1
         h.failures_in_a_row += 1
         h.last_error = str(error).strip()
-        first_line = h.last_error.splitlines()[0] if h.last_error else type(error).__name__
-        log.warning("actor %d failed (%s): %s", actor_id, type(error).__name__, first_line[:300])
         if kill:
             log.error("actor %d raised:\n%s", actor_id, h.last_error)
             try:
-                self.ray.kill(h.actor, no_restart=False)
+                self.ray.kill(h.actor, no_restart=False)  # Ray starts a replacement with fresh environments
             except Exception:
                 pass
+        else:
+            log.warning("actor %d died (%s): %s", actor_id, type(error).__name__, _first_line(error))
         if h.failures_in_a_row >= MAX_FAILED_STARTS:
             last = h.last_error.splitlines()[-1] if h.last_error else type(error).__name__
             raise ActorFailure(f"actor {actor_id} failed {MAX_FAILED_STARTS} times in a row without producing "
@@ -322,12 +343,14 @@ class RayBackend:
             raise RuntimeError("backend is closed")
         B = self.cfg.batch_size
         t0 = time.perf_counter()
-        self._top_up_all()
+        if self.cfg.sync and not self.round:
+            self.round = set(self.handles)  # a new batch: one unroll of every actor at the newest version
         while self.pending_unrolls < B:
             self._collect(timeout=1.0)
         self.wait_time += time.perf_counter() - t0
-        stacked = {k: torch.from_numpy(np.concatenate([c[k] for c in self.pending]))
-                   for k in self.pending[0]}
+        # Chunks of envs_per_actor unrolls -> one [T+1, B] batch laid out as gather_batch lays it;
+        # unrolls beyond B wait for the next batch.
+        stacked = {k: torch.from_numpy(np.concatenate([c[k] for c in self.pending])) for k in self.pending[0]}
         batch = gather_batch(stacked, list(range(B)))
         n = self.pending_unrolls
         self.pending = [{k: v[B:].numpy() for k, v in stacked.items()}] if n > B else []
