@@ -14,7 +14,6 @@ the learner is the bottleneck), and for Ray the object store's use and spill at 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 import sys
 import time
@@ -114,8 +113,9 @@ def run(cfg: TrainConfig, warmup: float, duration: float) -> tuple[float, float,
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env", default="CartPole-v1")
-    p.add_argument("--actors", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--actors", type=int, nargs="*", default=[1, 2, 4])
     p.add_argument("--envs-per-actor", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--duration", type=float, default=20.0)
     p.add_argument("--warmup", type=float, default=10.0)
     p.add_argument("--ceiling-actors", type=int, nargs="*", default=[1, 2],
@@ -125,38 +125,46 @@ def main(argv: list[str] | None = None) -> int:
                         "contend with the actors)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.learner_threads)
-    rows = []
-    for n in args.actors:
-        explicit = {"env": args.env, "num_actors": n, "device": "cpu", "total_frames": 10**9,
-                    "learner_threads": args.learner_threads}
+
+    def config(num_actors: int, backend: str) -> TrainConfig:
+        explicit = {"env": args.env, "num_actors": num_actors, "backend": backend, "device": "cpu",
+                    "total_frames": 10**9, "learner_threads": args.learner_threads}
         if args.envs_per_actor:
             explicit["envs_per_actor"] = args.envs_per_actor
-        base, _ = apply_preset(TrainConfig(**explicit), set(explicit))
+        if args.batch_size:
+            explicit["batch_size"] = args.batch_size
+        return apply_preset(TrainConfig(**explicit), set(explicit))[0].validate()
+
+    rows = []
+    for n in args.actors:
         result = {}
         for backend in ("local", "ray"):
-            cfg = dataclasses.replace(base, backend=backend).validate()
             t0 = time.time()
-            result[backend] = run(cfg, args.warmup, args.duration)
+            result[backend] = run(config(n, backend), args.warmup, args.duration)
             print(f"[ray_transport] {args.env} {n} actor(s) {backend}: {result[backend][0]:,.0f} frames/s, "
                   f"learner waiting {result[backend][1]:.0%} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
         rows.append((n, result))
     ceilings = []
     for n in args.ceiling_actors:
-        explicit = {"env": args.env, "num_actors": n, "device": "cpu", "backend": "ray"}
-        if args.envs_per_actor:
-            explicit["envs_per_actor"] = args.envs_per_actor
-        cfg, _ = apply_preset(TrainConfig(**explicit), set(explicit))
-        ceilings.append((n, transport_ceiling(cfg.validate(), args.duration)))
+        ceilings.append((n, transport_ceiling(config(n, "ray"), args.duration)))
         print(f"[ray_transport] transport ceiling with {n} null actor(s): {ceilings[-1][1]:,.0f} frames/s",
               file=sys.stderr, flush=True)
+    base = config(1, "local")
     learner_fps = measure_learner(base, probe_env(base), args.duration, resolve_device("cpu"))
-    print("| actors | local frames/s | ray frames/s | ray / local | learner waiting (local / ray) | object store (ray) |")
-    print("| ---: | ---: | ---: | ---: | :---: | --- |")
-    for n, r in rows:
-        (lf, lw, _), (rf, rw, st) = r["local"], r["ray"]
-        print(f"| {n} | {lf:,.0f} | {rf:,.0f} | {rf / lf:.2f} | {lw:.0%} / {rw:.0%} | {st} |")
+    cfg = config(1, "ray")
+    print(f"{args.env}: {cfg.envs_per_actor} envs per actor, T={cfg.unroll_length}, B={cfg.batch_size}, "
+          f"{cfg.envs_per_actor * cfg.unroll_length * cfg.frames_per_step} frames per Ray request, "
+          f"{args.learner_threads} learner thread(s)")
     print()
-    print(f"learner alone ({args.learner_threads} thread(s), batches in memory): {learner_fps:,.0f} frames/s")
+    if rows:
+        print("| actors | local frames/s | ray frames/s | ray / local | learner waiting (local / ray) "
+              "| object store (ray) |")
+        print("| ---: | ---: | ---: | ---: | :---: | --- |")
+        for n, r in rows:
+            (lf, lw, _), (rf, rw, st) = r["local"], r["ray"]
+            print(f"| {n} | {lf:,.0f} | {rf:,.0f} | {rf / lf:.2f} | {lw:.0%} / {rw:.0%} | {st} |")
+        print()
+    print(f"learner alone (batches in memory): {learner_fps:,.0f} frames/s")
     for n, c in ceilings:
         print(f"Ray transport ceiling, {n} null actor(s) (no env, no inference, no learner step): {c:,.0f} frames/s")
     return 0

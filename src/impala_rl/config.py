@@ -100,8 +100,8 @@ class TrainConfig:
     seed: int = _f(0, "Random seed (environments, actions, initial weights).", "runtime")
     max_nonfinite: int = _f(10, "Stop after this many consecutive non-finite losses (updates are skipped).", "runtime")
     # --- ray (--backend ray; docs/distributed.md) -------------------------------------
-    ray_address: str = _f("", "Ray cluster to join: auto (the one `ray start` runs on this machine) or HEAD_IP:6379; "
-                          "empty = start a private local Ray on 127.0.0.1.", "ray")
+    ray_address: str = _f("local", "Ray cluster to join: auto (the one `ray start` runs on this machine) or "
+                          "HEAD_IP:6379; local = start a private Ray for this run, on 127.0.0.1.", "ray")
     cpus_per_actor: float = _f(1.0, "Ray CPUs each actor reserves (Ray places actors by them, spread over nodes).", "ray")
     unrolls_in_flight: int = _f(2, "Unroll requests outstanding per Ray actor (back-pressure: bounds object-store "
                                 "memory and policy lag).", "ray")
@@ -203,7 +203,7 @@ class TrainConfig:
 
     def _validate_ray(self) -> None:
         if self.backend != "ray":
-            if self.ray_address or self.num_learners != 1:
+            if self.ray_address not in ("local", "") or self.num_learners != 1:
                 raise ConfigError(f"ray_address and num_learners need --backend ray (got backend {self.backend})")
             return
         if importlib.util.find_spec("ray") is None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import subprocess
+import time
 
 import pytest
 import torch
@@ -31,6 +33,23 @@ from impala_rl.runtime.train import Trainer  # noqa: E402
 ray = ray_backend.import_ray(loopback=True)
 
 pytestmark = pytest.mark.timeout(300)
+
+
+def ray_service_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "ray/core/src/ray/(raylet/raylet|gcs/gcs_server)"],
+                         capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+@pytest.fixture
+def no_new_ray_services():
+    """The local Ray a test starts must be gone after it (raylet, GCS)."""
+    before = ray_service_pids()
+    yield
+    deadline = time.monotonic() + 30
+    while ray_service_pids() - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not ray_service_pids() - before, "Ray services left running"
 
 
 def free_port() -> int:
@@ -98,7 +117,7 @@ def make_cfg(**kw) -> TrainConfig:
     return TrainConfig(**base).validate()
 
 
-def test_two_learners_hold_identical_parameters():
+def test_two_learners_hold_identical_parameters(no_new_ray_services):
     cfg = make_cfg()
     assert actor_share(cfg, 0) == [0] and actor_share(cfg, 1) == [1]
     env_spec = probe_env(cfg)
@@ -124,7 +143,7 @@ def test_two_learners_hold_identical_parameters():
     assert peer["param_hash"] == parameter_hash(learner.model)
 
 
-def test_trainer_with_two_learners_logs_agreement(tmp_path, caplog):
+def test_trainer_with_two_learners_logs_agreement(tmp_path, caplog, no_new_ray_services):
     cfg = make_cfg(total_frames=20 * 2 * 5 * 4, run_dir=str(tmp_path / "run"), quiet=True, log_interval=1.0)
     with caplog.at_level(logging.INFO, logger="impala_rl"):
         result = Trainer(cfg).run()

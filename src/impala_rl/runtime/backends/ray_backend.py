@@ -11,8 +11,9 @@ are the very same classes.
   ``envs_per_actor`` environments for one unroll and return the filled rows as numpy
   arrays (zero-copy out of Ray's object store) with the finished episodes. The learner
   keeps at most ``unrolls_in_flight`` requests outstanding per actor (back-pressure):
-  the object store holds at most ``num_actors x unrolls_in_flight`` unrolls plus one
-  copy of the weights, so a steady run never spills.
+  the object store holds at most ``num_actors x unrolls_in_flight`` unrolls plus the few
+  weight versions that requests in flight still refer to, so memory is bounded and a
+  steady run does not spill (given an object store that holds that much).
 - **Weights.** One ``ray.put`` per published version, shared by all actors. Each
   request carries a reference to the newest weights at the time it is sent (wrapped in
   a list, so Ray does not fetch it for the actor); the actor fetches and loads them only
@@ -24,7 +25,7 @@ are the very same classes.
   An actor that raises in ``unroll`` is killed and so replaced with fresh environments.
   One that dies ``MAX_FAILED_STARTS`` times in a row before producing an unroll stops the
   run with :class:`ActorFailure`.
-- **Where Ray runs.** With no ``ray_address`` a private local Ray is started with every
+- **Where Ray runs.** With ``ray_address`` 'local' a private Ray is started with every
   service on 127.0.0.1 and stopped in :meth:`close`; with an address the backend joins
   that cluster (and leaves it running). See docs/distributed.md.
 """
@@ -94,7 +95,7 @@ def connect(cfg: TrainConfig, num_cpus_needed: float) -> tuple[object, bool]:
     Inside a Ray worker, or when the caller already called ``ray.init``, the existing
     connection is used as is.
     """
-    address = cfg.ray_address
+    address = "" if cfg.ray_address in ("local", "") else cfg.ray_address
     ray = import_ray(loopback=not address or is_loopback(address))
     if ray.is_initialized():
         return ray, False
@@ -109,7 +110,7 @@ def connect(cfg: TrainConfig, num_cpus_needed: float) -> tuple[object, bool]:
     # A private local Ray on loopback. Logical CPUs are Ray's admission count, not cores:
     # declare enough for every actor (they time-share the cores as local-backend processes do).
     num_cpus = max(os.cpu_count() or 1, int(np.ceil(num_cpus_needed)))
-    ray.init(address="local", num_cpus=num_cpus, num_gpus=0, _node_ip_address="127.0.0.1",
+    ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1",
              include_dashboard=None, dashboard_host="127.0.0.1", **common)
     log.info("started a local Ray on 127.0.0.1 (%d logical CPUs)", num_cpus)
     return ray, True
@@ -144,8 +145,10 @@ class RolloutWorker:
         with warnings.catch_warnings():  # Ray's own implementation uses a deprecated property
             warnings.simplefilter("ignore")
             reconstructed = bool(ctx.was_current_actor_reconstructed)
-        # A replacement gets fresh environments with new seeds (the pid differs per restart).
-        self.actor = build_actor(cfg, env_spec, actor_id, restart=os.getpid() if reconstructed else 0)
+        # A replacement gets fresh environments with new seeds (the pid differs per restart;
+        # kept small so that seeds stay within what every environment accepts).
+        restart = 1 + os.getpid() % 1000 if reconstructed else 0
+        self.actor = build_actor(cfg, env_spec, actor_id, restart=restart)
         self.buffers = self.actor.spec.allocate(self.actor.num_envs)
         self.arrays = {k: v.numpy() for k, v in self.buffers.items()}
         self.slots = list(range(self.actor.num_envs))
