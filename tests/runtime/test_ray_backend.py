@@ -179,6 +179,62 @@ def test_local_ray_on_loopback_batches_like_serial(no_new_ray_services):
     assert not ray.is_initialized()
 
 
+@pytest.fixture(scope="module")
+def joined_ray():
+    """A local Ray this test module starts (the backend joins it); its workers can import
+    the test envs next to this file."""
+    before = ray_service_pids()
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), old]))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if old is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = old
+        assert wait_until(lambda: not (ray_service_pids() - before), 30), "Ray services left running"
+
+
+def test_sync_mode_has_no_policy_lag_and_an_existing_ray_is_left_running(joined_ray):
+    cfg = make_cfg(sync=True, batch_size=4)  # 2 actors x 2 envs: one unroll of every env per batch
+    env_spec = probe_env(cfg)
+    model = build_model(cfg, env_spec)
+    backend = ray_backend.RayBackend(cfg, env_spec, model)
+    assert not backend.owns_ray
+    try:
+        backend.start()
+        for version in range(1, 8):
+            batch, _ = backend.get_batch()
+            assert (batch["version"] == version - 1).all()  # every unroll acted with the newest weights
+            backend.publish(model, version)
+    finally:
+        backend.close()
+    assert ray.is_initialized()  # joined, not started: left to its owner
+
+
+def test_an_actor_that_keeps_raising_is_replaced_then_stops_the_run(joined_ray):
+    import impala_test_envs
+
+    from impala_rl.envs import check_env_id
+    from impala_rl.runtime.backends.base import ActorFailure
+
+    env_id = f"impala_test_envs:{impala_test_envs.RAISING_ID}"
+    check_env_id(env_id)
+    cfg = make_cfg(env=env_id, num_actors=1)
+    env_spec = probe_env(cfg)
+    backend = ray_backend.RayBackend(cfg, env_spec, build_model(cfg, env_spec))
+    try:
+        backend.start()
+        with pytest.raises(ActorFailure, match=impala_test_envs.RAISING_MESSAGE):
+            backend.get_batch()
+    finally:
+        backend.close()
+    assert backend.restarts >= 1  # each failure got a fresh replacement before the run gave up
+
+
 def test_cli_local_ray_and_resume(tmp_path, no_new_ray_services):
     run_dir = tmp_path / "run"
     first = subprocess.run(train_cmd(run_dir, "--total-frames", "6000", "--seed", "3"),

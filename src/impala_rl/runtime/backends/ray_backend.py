@@ -178,6 +178,7 @@ class _Handle:
         self.failures_in_a_row = 0  # deaths / errors since its last unroll
         self.retry_at = 0.0  # no new request before this time (monotonic) after a failure
         self.restarting = False  # told "the actor is restarting": logged once
+        self.restart_counted = False  # we killed it to replace it, and counted that already
         self.incarnation = ""
         self.node_id = ""
         self.last_error = ""
@@ -306,7 +307,9 @@ class RayBackend:
         h.failures_in_a_row = 0
         h.restarting = False
         if meta["incarnation"] != h.incarnation:
-            if h.incarnation or meta["reconstructed"]:
+            if h.restart_counted:
+                h.restart_counted = False
+            elif h.incarnation or meta["reconstructed"]:
                 self.restarts += 1
                 log.warning("actor %d restarted by Ray (restarts so far: %d)", actor_id, self.restarts)
             h.incarnation = meta["incarnation"]
@@ -328,9 +331,12 @@ class RayBackend:
         h.failures_in_a_row += 1
         h.last_error = str(error).strip()
         if kill:
-            log.error("actor %d raised:\n%s", actor_id, h.last_error)
+            self.restarts += 1
+            h.restart_counted = True
+            log.error("actor %d raised (replacing it with fresh environments; restarts so far: %d):\n%s",
+                      actor_id, self.restarts, h.last_error)
             try:
-                self.ray.kill(h.actor, no_restart=False)  # Ray starts a replacement with fresh environments
+                self.ray.kill(h.actor, no_restart=False)  # Ray starts a replacement
             except Exception:
                 pass
         else:
