@@ -19,6 +19,7 @@ In one invocation, with the same environment pipeline, network and cores:
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -199,14 +200,15 @@ def run_bench(cfg: TrainConfig, duration: float = 20.0, warmup: float = 15.0, lo
     cfg.validate()
     env_spec = probe_env(cfg)
     device = resolve_device(cfg.device)
-    if cfg.learner_threads:
-        torch.set_num_threads(cfg.learner_threads)
+    all_cores = cfg.learner_threads or (os.cpu_count() or 1)
     log(f"[bench] {cfg.env}: {env_spec.obs_shape} obs, torso {cfg.torso}, lstm {cfg.use_lstm}, "
         f"T={cfg.unroll_length} B={cfg.batch_size}, {cfg.num_actors} actors x {cfg.envs_per_actor} envs "
-        f"({cfg.env_groups} group(s)), learner on {device}, {torch.get_num_threads()} learner threads")
+        f"({cfg.env_groups} group(s)), learner on {device}; learner stage {all_cores} threads, "
+        f"training {cfg.resolved_learner_threads}")
     log(f"[bench] env stage ({duration:.0f}s) ...")
     env_fps = measure_env(cfg, duration)
     log(f"[bench] learner stage ({duration:.0f}s) ...")
+    torch.set_num_threads(all_cores)  # each stage alone uses all the cores
     learner_fps = measure_learner(cfg, env_spec, duration, device)
     log(f"[bench] inference stage ({duration:.0f}s) ...")
     inference_fps = measure_inference(cfg, env_spec, duration)
@@ -216,6 +218,7 @@ def run_bench(cfg: TrainConfig, duration: float = 20.0, warmup: float = 15.0, lo
         bound = 1.0 / (1.0 / env_fps + 1.0 / learner_fps + 1.0 / inference_fps)
         formula = "1 / (1/env + 1/learner + 1/inference) (all stages share the CPU cores)"
     log(f"[bench] end-to-end training ({warmup:.0f}s warm-up + {duration:.0f}s) ...")
+    torch.set_num_threads(cfg.resolved_learner_threads)  # as `impala train` runs it
     train_fps, learner_frac, actor_frac = measure_train(cfg, env_spec, warmup, duration, device)
     return BenchResult(env_fps, learner_fps, inference_fps, bound, formula, train_fps, train_fps / bound,
                        learner_frac, actor_frac, cfg.to_dict())

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -96,7 +97,8 @@ class TrainConfig:
     num_slots: int = _f(0, "Rollout slots in shared memory; 0 = auto (2 x actors x envs + batch).", "runtime")
     sync: bool = _f(False, "Batched-A2C baseline: actors wait for fresh weights each unroll (policy lag 0).", "runtime")
     device: str = _f("auto", "Learner device: auto (cuda if available), cpu, cuda.", "runtime")
-    learner_threads: int = _f(0, "torch threads in the learner; 0 = number of cores.", "runtime")
+    learner_threads: int = _f(0, "torch threads in the learner; 0 = auto: the cores the local actor processes "
+                              "leave free (at least 1); all cores with the serial backend.", "runtime")
     seed: int = _f(0, "Random seed (environments, actions, initial weights).", "runtime")
     max_nonfinite: int = _f(10, "Stop after this many consecutive non-finite losses (updates are skipped).", "runtime")
     # --- ray (--backend ray; docs/distributed.md) -------------------------------------
@@ -126,6 +128,17 @@ class TrainConfig:
     def slots(self) -> int:
         """Rollout slots: enough for every env to fill one unroll while another waits."""
         return self.num_slots or 2 * self.total_envs + self.batch_size
+
+    @property
+    def resolved_learner_threads(self) -> int:
+        """Learner threads: more threads than free cores make every op wait on busy cores
+        (measured: a CartPole learner step 70x slower with 2 threads beside 2 actors on 2 cores)."""
+        if self.learner_threads:
+            return self.learner_threads
+        cores = os.cpu_count() or 1
+        if self.backend == "serial":
+            return cores
+        return max(1, cores - self.num_actors)
 
     @property
     def frames_per_step(self) -> int:

@@ -114,8 +114,7 @@ class PeerLearner:
         from impala_rl.runtime.learner import Learner
         from impala_rl.runtime.train import resolve_device
 
-        if cfg.learner_threads:
-            torch.set_num_threads(cfg.learner_threads)
+        torch.set_num_threads(cfg.resolved_learner_threads)
         self.cfg = cfg
         self.rank = rank
         self.init_method = init_method

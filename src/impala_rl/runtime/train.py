@@ -84,8 +84,7 @@ class Trainer:
 
     def run(self) -> TrainResult:
         cfg, learner = self.cfg, self.learner
-        if cfg.learner_threads:
-            torch.set_num_threads(cfg.learner_threads)
+        torch.set_num_threads(cfg.resolved_learner_threads)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.json").write_text(cfg.to_json())
         logger = RunLogger(self.run_dir, cfg.total_frames, start_frames=learner.frames,
