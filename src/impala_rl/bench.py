@@ -2,12 +2,12 @@
 
 In one invocation, with the same environment pipeline, network and cores:
 
-1. **env**: the environments alone with random actions (``num_actors`` processes, as the
-   actors run them), in frames/s (agent steps x action repeat);
+1. **env**: the environments alone with random actions (in max(num_actors, cores)
+   processes, each stepping an actor's env group), in frames/s (agent steps x action repeat);
 2. **learner**: the learner step alone on batches already in memory, in frames/s it
    can consume (T x B x action repeat per step);
-3. **inference**: actor-side inference alone at the actors' batch size, ``num_actors``
-   processes of one thread each;
+3. **inference**: actor-side inference alone at the actors' batch size, in
+   max(num_actors, cores) processes of one thread each;
 4. **bound**: where all stages share the CPU cores, 1 / (1/env + 1/learner + 1/inference)
    (each stage measured using all the cores); where learner and inference run on a GPU,
    min(env, learner, inference);
@@ -113,12 +113,18 @@ def _parallel(target, args_fn, n: int, duration: float) -> float:
     return float(sum(results))
 
 
+def _stage_processes(cfg: TrainConfig) -> int:
+    """Env and inference stages run as many actor-like processes as it takes to use every core."""
+    return max(cfg.num_actors, os.cpu_count() or 1)
+
+
 def measure_env(cfg: TrainConfig, duration: float) -> float:
-    return _parallel(_env_worker, lambda i: (cfg, duration, cfg.seed + 7919 * i), cfg.num_actors, duration)
+    return _parallel(_env_worker, lambda i: (cfg, duration, cfg.seed + 7919 * i), _stage_processes(cfg), duration)
 
 
 def measure_inference(cfg: TrainConfig, env_spec: EnvSpec, duration: float) -> float:
-    return _parallel(_inference_worker, lambda i: (cfg, env_spec, duration, cfg.seed + i), cfg.num_actors, duration)
+    return _parallel(_inference_worker, lambda i: (cfg, env_spec, duration, cfg.seed + i), _stage_processes(cfg),
+                     duration)
 
 
 def synthetic_batch(cfg: TrainConfig, env_spec: EnvSpec) -> dict:

@@ -277,14 +277,14 @@ def test_two_nodes_learn_cartpole_through_an_actor_kill(tmp_path, cluster):
     assert {head.node_id, worker.node_id} <= {n for _, n, _ in lines}, lines  # both nodes ran actors
     assert any(a == victim_id and p != victim_pid for a, _, p in lines), lines  # a replacement ran
     log = (run_dir / "train.log").read_text()
-    assert f"actor {victim_id} restarted" in log
+    assert f"actor {victim_id} lost" in log
 
 
 def test_run_completes_when_a_worker_node_is_removed(tmp_path, cluster):
     c, head, worker = cluster
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(train_cmd(run_dir, "--ray-address", c.address, "--num-actors", "2",
-                                      "--total-frames", "60000"),
+                                      "--total-frames", "150000"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_until(lambda: {n for _, n, _ in actor_lines(run_dir)} == {head.node_id, worker.node_id} and
@@ -297,9 +297,8 @@ def test_run_completes_when_a_worker_node_is_removed(tmp_path, cluster):
             proc.wait()
     assert proc.returncode == 0, stderr[-3000:]
     summary = read_summary(run_dir)
-    assert summary["stop_reason"] == "done" and summary["frames"] >= 60_000
+    assert summary["stop_reason"] == "done" and summary["frames"] >= 150_000
     assert summary["actor_restarts"] >= 1, summary
     lines = actor_lines(run_dir)
-    moved = [a for a, n, _ in lines[2:] if n == head.node_id]
-    assert moved, lines  # the actor of the removed node was restarted on the head node
-    assert frames_so_far(run_dir) >= 60_000
+    on_worker = {a for a, n, _ in lines[:2] if n == worker.node_id}
+    assert any(a in on_worker and n == head.node_id for a, n, _ in lines[2:]), lines  # moved to the head

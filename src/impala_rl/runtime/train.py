@@ -90,6 +90,7 @@ class Trainer:
         logger = RunLogger(self.run_dir, cfg.total_frames, start_frames=learner.frames,
                            interval=cfg.log_interval, quiet=cfg.quiet)
         backend = make_backend(cfg, self.env_spec, learner.model, learner)
+        backend.publish(learner.model, learner.version)  # a resumed run's actors act as its current version
         start = time.time()
         last_ckpt = start
         stop_reason = "done"

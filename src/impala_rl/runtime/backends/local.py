@@ -267,6 +267,7 @@ class LocalBackend:
                         self.finished.extend(EpisodeStats(r, n) for r, n in episodes)
                         handle.unrolls += 1
                         self.failed_starts[actor_id] = 0
+                        self._grant(actor_id)  # keep it busy even while the learner waits for B unrolls
                         self.cond.notify_all()
                 elif msg[0] == "error":
                     handle.last_error = msg[1]

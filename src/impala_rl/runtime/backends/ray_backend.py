@@ -21,8 +21,10 @@ are the very same classes.
   so the policy lag is logged exactly as with the local backend.
 - **Fault tolerance.** Actors are declared with ``max_restarts=-1``: when an actor's
   process or its whole node dies, Ray starts a replacement (on any node with room) and
-  the learner sends it new requests; each replacement is counted in ``actor_restarts``.
-  An actor that raises in ``unroll`` is killed and so replaced with fresh environments.
+  the learner sends it new requests. Each loss is counted in ``actor_restarts`` when its
+  failed requests come back (once per loss; uncounted again if the same incarnation then
+  answers, i.e. the error was transient). An actor that raises in ``unroll`` is killed and
+  so replaced with fresh environments.
   One that dies ``MAX_FAILED_STARTS`` times in a row before producing an unroll stops the
   run with :class:`ActorFailure`.
 - **Where Ray runs.** With ``ray_address`` 'local' a private Ray is started with every
@@ -177,8 +179,7 @@ class _Handle:
         self.generation = 0  # bumped on each failure seen, so that one death counts once
         self.failures_in_a_row = 0  # deaths / errors since its last unroll
         self.retry_at = 0.0  # no new request before this time (monotonic) after a failure
-        self.restarting = False  # told "the actor is restarting": logged once
-        self.restart_counted = False  # we killed it to replace it, and counted that already
+        self.suspect = False  # lost and counted as restarted; its next unroll confirms (or undoes) that
         self.incarnation = ""
         self.node_id = ""
         self.last_error = ""
@@ -291,56 +292,66 @@ class RayBackend:
         errors = ray.exceptions
         try:
             arrays, episodes, meta = ray.get(ref)
-        except getattr(errors, "ActorUnavailableError", ()) as e:  # killed or restarting: try again shortly
-            h.retry_at = time.monotonic() + RETRY_DELAY_S
-            if not h.restarting:
-                h.restarting = True
-                log.warning("actor %d unavailable (%s); Ray restarts it", actor_id, _first_line(e))
+        except getattr(errors, "ActorUnavailableError", ()) as e:  # killed, or being restarted
+            self._failed(actor_id, generation, e, fatal_count=False)
             return
         except errors.RayTaskError as e:  # unroll raised: replace the actor (fresh environments)
             self._failed(actor_id, generation, e, kill=True)
             return
         except errors.RayError as e:  # died with its process or node (Ray restarts it), or the result was lost
-            self._failed(actor_id, generation, e, kill=False)
+            self._failed(actor_id, generation, e)
             return
         self.last_result_time = time.monotonic()
         h.failures_in_a_row = 0
-        h.restarting = False
         if meta["incarnation"] != h.incarnation:
-            if h.restart_counted:
-                h.restart_counted = False
-            elif h.incarnation or meta["reconstructed"]:
+            if not h.suspect and (h.incarnation or meta["reconstructed"]):  # a restart we saw no error for
                 self.restarts += 1
-                log.warning("actor %d restarted by Ray (restarts so far: %d)", actor_id, self.restarts)
+                log.warning("actor %d was restarted by Ray (restarts so far: %d)", actor_id, self.restarts)
             h.incarnation = meta["incarnation"]
             h.node_id = meta["node_id"]
             self.nodes_seen.add(h.node_id)
             log.info("actor %d running on node %s (pid %d)", actor_id, meta["node_id"], meta["pid"])
+        elif h.suspect:  # the same incarnation answered: a transient error, not a restart
+            self.restarts -= 1
+            log.info("actor %d is back without a restart (restarts so far: %d)", actor_id, self.restarts)
+        h.suspect = False
         h.timings = meta.get("timings", {})
         self.pending.append(arrays)
         self.pending_unrolls += len(arrays["version"])
         self.finished.extend(EpisodeStats(r, n) for r, n in episodes)
         self.round.discard(actor_id)
 
-    def _failed(self, actor_id: int, generation: int, error: Exception, kill: bool) -> None:
+    def _failed(self, actor_id: int, generation: int, error: Exception, kill: bool = False,
+                fatal_count: bool = True) -> None:
+        """A request failed: count the actor as restarted (once per loss), retry it shortly.
+
+        ``kill``: the actor itself is fine but its environments are not: kill it so that Ray
+        replaces it. ``fatal_count``: counts towards MAX_FAILED_STARTS ("the actor is
+        restarting" does not: it says nothing about whether the replacement will work).
+        """
         h = self.handles[actor_id]
         h.retry_at = time.monotonic() + RETRY_DELAY_S
         if generation != h.generation:
-            return  # another request lost in the same failure: already counted
+            return  # another request lost in the same failure: already seen
         h.generation += 1
-        h.failures_in_a_row += 1
         h.last_error = str(error).strip()
-        if kill:
+        if kill:  # every kill makes Ray start one more replacement
+            h.suspect = True
             self.restarts += 1
-            h.restart_counted = True
-            log.error("actor %d raised (replacing it with fresh environments; restarts so far: %d):\n%s",
+            log.error("actor %d raised; replacing it with fresh environments (restarts so far: %d):\n%s",
                       actor_id, self.restarts, h.last_error)
             try:
-                self.ray.kill(h.actor, no_restart=False)  # Ray starts a replacement
+                self.ray.kill(h.actor, no_restart=False)
             except Exception:
                 pass
-        else:
-            log.warning("actor %d died (%s): %s", actor_id, type(error).__name__, _first_line(error))
+        elif not h.suspect:
+            h.suspect = True
+            self.restarts += 1
+            log.warning("actor %d lost (%s: %s); Ray restarts it (restarts so far: %d)", actor_id,
+                        type(error).__name__, _first_line(error), self.restarts)
+        if not fatal_count:
+            return
+        h.failures_in_a_row += 1
         if h.failures_in_a_row >= MAX_FAILED_STARTS:
             last = h.last_error.splitlines()[-1] if h.last_error else type(error).__name__
             raise ActorFailure(f"actor {actor_id} failed {MAX_FAILED_STARTS} times in a row without producing "
