@@ -7,7 +7,7 @@ learner hands it new weights with a version number after each update.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Iterable, Protocol
 
 import torch
 
@@ -39,3 +39,12 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Stop every actor and free every resource; safe to call twice."""
+
+
+def sum_timings(timings: Iterable[dict[str, float]]) -> dict[str, float]:
+    """Add up per-actor cumulative stage timings (seconds by stage name)."""
+    out: dict[str, float] = {}
+    for t in timings:
+        for k, v in t.items():
+            out[k] = out.get(k, 0.0) + v
+    return out

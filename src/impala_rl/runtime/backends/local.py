@@ -34,7 +34,7 @@ import torch.multiprocessing as mp
 from impala_rl.config import TrainConfig
 from impala_rl.envs import EnvSpec
 from impala_rl.runtime.actor import EpisodeStats
-from impala_rl.runtime.backends.base import ActorFailure
+from impala_rl.runtime.backends.base import ActorFailure, sum_timings
 from impala_rl.runtime.builders import build_actor, rollout_spec
 from impala_rl.runtime.inference import InferenceServer, RemoteForward
 from impala_rl.runtime.types import Batch, gather_batch
@@ -332,11 +332,7 @@ class LocalBackend:
 
     def actor_timings(self) -> dict[str, float]:
         """Cumulative seconds by stage, summed over the live actors (for `impala bench`)."""
-        out: dict[str, float] = {}
-        for handle in list(self.actors.values()):
-            for k, v in handle.timings.items():
-                out[k] = out.get(k, 0.0) + v
-        return out
+        return sum_timings(handle.timings for handle in list(self.actors.values()))
 
     def __enter__(self):
         self.start()

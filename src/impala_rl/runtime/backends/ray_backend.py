@@ -47,7 +47,7 @@ import torch
 from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.envs import EnvSpec
 from impala_rl.runtime.actor import EpisodeStats
-from impala_rl.runtime.backends.base import ActorFailure
+from impala_rl.runtime.backends.base import ActorFailure, sum_timings
 from impala_rl.runtime.builders import build_actor, rollout_spec
 from impala_rl.runtime.types import Batch, gather_batch
 
@@ -394,11 +394,7 @@ class RayBackend:
 
     def actor_timings(self) -> dict[str, float]:
         """Cumulative seconds by stage, summed over the actors (for `impala bench`)."""
-        out: dict[str, float] = {}
-        for h in self.handles.values():
-            for k, v in h.timings.items():
-                out[k] = out.get(k, 0.0) + v
-        return out
+        return sum_timings(h.timings for h in list(self.handles.values()))
 
     def __enter__(self):
         self.start()

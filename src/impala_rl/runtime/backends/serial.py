@@ -15,6 +15,7 @@ import torch
 from impala_rl.config import TrainConfig
 from impala_rl.envs import EnvSpec
 from impala_rl.runtime.actor import EpisodeStats
+from impala_rl.runtime.backends.base import sum_timings
 from impala_rl.runtime.builders import build_actor, rollout_spec
 from impala_rl.runtime.types import Batch, gather_batch
 
@@ -62,11 +63,7 @@ class SerialBackend:
         return {"actor_restarts": 0.0, "actor_time_s": self.actor_time}
 
     def actor_timings(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for actor in self.actors:
-            for k, v in actor.timings.items():
-                out[k] = out.get(k, 0.0) + v
-        return out
+        return sum_timings(actor.timings for actor in self.actors)
 
     def close(self) -> None:
         for actor in self.actors:
