@@ -16,12 +16,6 @@ from impala_rl.runtime.learner import Learner
 from impala_rl.runtime.train import Trainer
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def make_cfg(tmp_path=None, **kw) -> TrainConfig:

@@ -20,13 +20,6 @@ EPISODE_STEPS = 4  # CartPole cut by its TimeLimit every 4 steps: episode ends i
 REWARD_CLIP = 0.5  # CartPole's reward 1 is clipped, so actor and learner must clip alike
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny ops with 2 OpenMP threads on a busy 2-core machine spin for milliseconds each.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def make_cfg(**kw):

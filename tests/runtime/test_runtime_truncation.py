@@ -27,12 +27,6 @@ DISCOUNT = 0.9
 TRUNC, TERM, BOTH, LIFE = range(4)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def make_envs():
