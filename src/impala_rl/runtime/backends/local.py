@@ -20,6 +20,7 @@ OpenMP pool can hang in the first convolution.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -126,6 +127,21 @@ def _actor_main(actor_id: int, restart: int, cfg: TrainConfig, env_spec: EnvSpec
         raise SystemExit(1)
 
 
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT while starting a child (an ignored signal stays ignored across exec, so
+    a Ctrl-C to the process group cannot interrupt an actor still bootstrapping). Only the
+    main thread can change signal handlers; restarts from the collector thread skip it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class _ActorHandle:
     def __init__(self, process, conn, restart: int):
         self.process = process
@@ -179,7 +195,8 @@ class LocalBackend:
             target=_actor_main, name=f"impala-actor-{actor_id}",
             args=(actor_id, restart, self.cfg, self.env_spec, self.buffers, self.weights, child_conn, channel),
             daemon=True)
-        process.start()
+        with _sigint_ignored():  # the child starts ignoring Ctrl-C, even while it imports torch
+            process.start()
         child_conn.close()
         if channel is not None:
             channel.conn.close()
