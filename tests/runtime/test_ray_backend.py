@@ -32,6 +32,7 @@ from impala_rl.config import ConfigError, TrainConfig  # noqa: E402
 from impala_rl.runtime.backends import ray_backend  # noqa: E402
 from impala_rl.runtime.backends.serial import SerialBackend  # noqa: E402
 from impala_rl.runtime.builders import build_model, probe_env  # noqa: E402
+from conftest import ray_service_pids  # noqa: E402
 
 ray = ray_backend.import_ray(loopback=True)  # before any Ray service starts in this process
 
@@ -83,20 +84,6 @@ def wait_until(predicate, timeout: float, proc: subprocess.Popen | None = None) 
         time.sleep(0.2)
     return False
 
-
-def ray_service_pids() -> set[int]:
-    """Pids of Ray's node services (raylet, GCS) running on this machine."""
-    out = subprocess.run(["pgrep", "-f", "ray/core/src/ray/(raylet/raylet|gcs/gcs_server)"],
-                         capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
-
-
-@pytest.fixture
-def no_new_ray_services():
-    """Whatever a test starts, no Ray service of it may outlive it."""
-    before = ray_service_pids()
-    yield
-    assert wait_until(lambda: not (ray_service_pids() - before), 30), "Ray services left running"
 
 
 @pytest.fixture

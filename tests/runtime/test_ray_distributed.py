@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import socket
-import subprocess
 import time
 
 import pytest
@@ -34,22 +33,6 @@ ray = ray_backend.import_ray(loopback=True)
 
 pytestmark = pytest.mark.timeout(300)
 
-
-def ray_service_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "ray/core/src/ray/(raylet/raylet|gcs/gcs_server)"],
-                         capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
-
-
-@pytest.fixture
-def no_new_ray_services():
-    """The local Ray a test starts must be gone after it (raylet, GCS)."""
-    before = ray_service_pids()
-    yield
-    deadline = time.monotonic() + 30
-    while ray_service_pids() - before and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not ray_service_pids() - before, "Ray services left running"
 
 
 def free_port() -> int:
