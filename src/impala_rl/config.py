@@ -31,6 +31,8 @@ CORRECTIONS = ("vtrace", "1step_is", "epsilon", "none")
 DEVICES = ("auto", "cpu", "cuda")
 NATIVE_ENV = ("auto", "on", "off")
 INFERENCE = ("actor", "central")
+OPTIMIZERS = ("rmsprop", "rmsprop_tf", "adam")
+INITS = ("orthogonal", "torch")
 
 
 class ConfigError(ValueError):
@@ -58,6 +60,8 @@ class TrainConfig:
     lstm_size: int = _f(256, "LSTM hidden size.", "model")
     mlp_sizes: tuple = _f((64, 64), "Hidden layer sizes of the MLP torso.", "model")
     channels_last: bool = _f(True, "Image torsos: channels-last memory format (faster convolutions on CPU).", "model")
+    init: str = _f("orthogonal", "Weight init: orthogonal (torso gain sqrt 2, value head 1, zero biases) or torch "
+                   "(PyTorch's defaults); the policy head is always orthogonal with gain 0.01.", "model")
     compile: bool = _f(False, "torch.compile the learner's network (faster steps after a compile at start).", "model")
     # --- algorithm ------------------------------------------------------------------
     unroll_length: int = _f(20, "Unroll length T (each unroll holds T+1 rows: it overlaps the previous by one).", "algorithm")
@@ -71,12 +75,22 @@ class TrainConfig:
     clip_pg_rho_threshold: float = _f(1.0, "Truncation of the policy-gradient importance weights.", "algorithm")
     vtrace_lambda: float = _f(1.0, "V-trace lambda (c_i = lambda * min(c-bar, rho_i)).", "algorithm")
     reward_clip: float = _f(1.0, "Clip rewards to [-x, x] in the learner; 0 disables clipping.", "algorithm")
+    normalize_advantages: bool = _f(False, "Standardise the policy-gradient advantages over each batch (mean 0, "
+                                    "std 1), as PPO does; not in the paper.", "algorithm")
+    popart: bool = _f(False, "PopArt: normalise value targets by running statistics and rescale the value head "
+                      "so its outputs are preserved (van Hasselt et al. 2016; Hessel et al. 2018).", "algorithm")
+    popart_beta: float = _f(3e-4, "PopArt: EMA step of the value-target statistics.", "algorithm")
     # --- optimiser -----------------------------------------------------------------
-    learning_rate: float = _f(6e-4, "RMSProp learning rate (linearly annealed to 0 over total_frames).", "optimiser")
+    optimizer: str = _f("rmsprop", "rmsprop (torch: eps outside the square root, accumulator starts at 0), "
+                        "rmsprop_tf (the paper's TensorFlow RMSProp: eps inside the root, accumulator starts at 1), "
+                        "or adam.", "optimiser")
+    learning_rate: float = _f(6e-4, "Learning rate (linearly annealed to 0 over total_frames unless --no-lr-anneal).",
+                              "optimiser")
     lr_anneal: bool = _f(True, "Anneal the learning rate linearly to 0 over total_frames.", "optimiser")
     rmsprop_decay: float = _f(0.99, "RMSProp decay (alpha).", "optimiser")
     rmsprop_momentum: float = _f(0.0, "RMSProp momentum.", "optimiser")
-    rmsprop_epsilon: float = _f(0.01, "RMSProp epsilon.", "optimiser")
+    rmsprop_epsilon: float = _f(0.01, "RMSProp epsilon (rmsprop and rmsprop_tf).", "optimiser")
+    adam_epsilon: float = _f(1e-5, "Adam epsilon.", "optimiser")
     grad_norm_clip: float = _f(40.0, "Clip the global gradient norm to this value; 0 disables clipping.", "optimiser")
     # --- runtime -------------------------------------------------------------------
     total_frames: int = _f(50_000_000, "Stop after this many environment frames (agent steps x action repeat).", "runtime")
@@ -176,11 +190,13 @@ class TrainConfig:
         choice("device", DEVICES)
         choice("native_env", NATIVE_ENV)
         choice("inference", INFERENCE)
+        choice("optimizer", OPTIMIZERS)
+        choice("init", INITS)
         for name in ("unroll_length", "batch_size", "num_actors", "envs_per_actor", "env_groups", "total_frames",
                      "lstm_size", "learning_rate", "log_interval", "checkpoint_interval", "max_nonfinite"):
             positive(name)
         for name in ("num_slots", "reward_clip", "grad_norm_clip", "learner_threads", "noop_max",
-                     "entropy_cost", "baseline_cost", "rmsprop_epsilon", "rmsprop_momentum"):
+                     "entropy_cost", "baseline_cost", "rmsprop_epsilon", "rmsprop_momentum", "adam_epsilon"):
             non_negative(name)
         if not 0.0 <= self.discount <= 1.0:
             raise ConfigError(f"discount must be in [0, 1], got {self.discount}")
@@ -188,6 +204,8 @@ class TrainConfig:
             raise ConfigError(f"sticky_actions must be in [0, 1], got {self.sticky_actions}")
         if not 0.0 < self.vtrace_lambda <= 1.0:
             raise ConfigError(f"vtrace_lambda must be in (0, 1], got {self.vtrace_lambda}")
+        if not 0.0 < self.popart_beta <= 1.0:
+            raise ConfigError(f"popart_beta must be in (0, 1], got {self.popart_beta}")
         if not 0.0 <= self.rmsprop_decay < 1.0:
             raise ConfigError(f"rmsprop_decay must be in [0, 1), got {self.rmsprop_decay}")
         if not self.mlp_sizes or any(int(s) <= 0 for s in self.mlp_sizes):
@@ -227,6 +245,8 @@ class TrainConfig:
         if self.num_learners > self.num_actors:
             raise ConfigError(f"num_learners ({self.num_learners}) must be <= num_actors ({self.num_actors}): "
                               f"each learner is fed by its own share of the actors")
+        if self.popart and self.num_learners > 1:
+            raise ConfigError("popart needs num_learners 1 (each learner would move its own statistics)")
         if self.sync and self.num_learners > 1:
             raise ConfigError("sync mode needs num_learners 1 (one batch of every env at one policy version)")
 

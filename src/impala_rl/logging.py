@@ -21,7 +21,7 @@ METRIC_COLUMNS = (
     "frames", "elapsed_s", "fps", "learner_steps", "learner_steps_per_s",
     "episode_return", "episode_length", "episodes",
     "total_loss", "pg_loss", "baseline_loss", "entropy_loss", "entropy",
-    "mean_rho", "rho_clipped_fraction", "policy_lag_mean", "policy_lag_max",
+    "mean_rho", "rho_clipped_fraction", "mean_vs", "mean_advantage", "popart_mu", "popart_sigma", "policy_lag_mean", "policy_lag_max",
     "grad_norm", "learning_rate", "actor_restarts", "nonfinite_total", "learner_wait_s",
 )
 _MAX_COLUMNS = {"policy_lag_max"}

@@ -251,3 +251,33 @@ def test_shape_errors_name_the_shapes():
         policy_gradient_loss(torch.zeros(5, 3), torch.zeros(5, 2))
     with pytest.raises(ValueError, match="'vtrace', '1step_is', 'epsilon', 'none'"):
         impala_loss(**batch, correction="bogus")
+
+
+def test_normalized_advantages_are_standardised_before_the_policy_gradient():
+    batch = _batch("categorical", seed=5)
+    loss, metrics = impala_loss(**batch, normalize_advantages=True)
+    adv = _reference_targets("categorical", batch).pg_advantages
+    standardised = (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-8)
+    log_pi = D.log_prob("categorical", batch["target_params"], batch["actions"]).detach()
+    torch.testing.assert_close(metrics["pg_loss"], -(log_pi * standardised).sum())
+    assert abs(float(metrics["mean_advantage"])) < 1e-9
+    # Value targets and the baseline loss do not change.
+    _, plain = impala_loss(**_batch("categorical", seed=5))
+    torch.testing.assert_close(metrics["vs"], plain["vs"])
+    torch.testing.assert_close(metrics["baseline_loss"], plain["baseline_loss"])
+    # Scaling every reward and value by 10 leaves the normalised policy gradient unchanged.
+    scaled = _batch("categorical", seed=5)
+    for key in ("values", "bootstrap_value", "rewards"):
+        scaled[key] = (10 * scaled[key].detach()).requires_grad_(key != "rewards")
+    _, scaled_metrics = impala_loss(**scaled, normalize_advantages=True)
+    torch.testing.assert_close(scaled_metrics["pg_loss"], metrics["pg_loss"])
+
+
+def test_standardize_handles_constant_input():
+    from impala_rl.core.losses import standardize
+
+    torch.testing.assert_close(standardize(torch.full((3, 2), 4.0)), torch.zeros(3, 2))
+    x = torch.tensor([[1.0, 2.0], [3.0, 6.0]])
+    out = standardize(x)
+    torch.testing.assert_close(out.mean(), torch.tensor(0.0))
+    torch.testing.assert_close(out.std(unbiased=False), torch.tensor(1.0), atol=1e-6, rtol=0)

@@ -150,3 +150,47 @@ def test_trainer_stops_after_max_nonfinite_losses_and_keeps_good_weights(tmp_pat
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     assert_same_weights(state["model"], after_good)
     assert state["version"] == good_steps
+
+
+@pytest.mark.parametrize("optimizer,cls", [("rmsprop", torch.optim.RMSprop), ("adam", torch.optim.Adam),
+                                           ("rmsprop_tf", learner_module.RMSpropTF)])
+def test_optimizer_choice(optimizer, cls):
+    cfg = make_cfg(optimizer=optimizer)
+    env_spec = probe_env(cfg)
+    learner = Learner(cfg, rollout_spec(cfg, env_spec), build_model(cfg, env_spec), torch.device("cpu"))
+    assert type(learner.optimizer) is cls
+
+
+def _fixed_inputs(T=3, B=4, D=4):
+    g = torch.Generator().manual_seed(0)
+    return dict(obs=torch.randn(T, B, D, generator=g), last_action=torch.zeros(T, B, dtype=torch.long),
+                last_reward=torch.zeros(T, B), first=torch.zeros(T, B, dtype=torch.bool))
+
+
+def test_popart_statistics_follow_the_targets_and_preserve_the_values():
+    cfg = make_cfg(popart=True, popart_beta=0.1, optimizer="adam")
+    env_spec = probe_env(cfg)
+    model = build_model(cfg, env_spec)
+    learner = Learner(cfg, rollout_spec(cfg, env_spec), model, torch.device("cpu"))
+    learner.learning_rate = lambda: 0.0  # only PopArt moves: the unnormalised outputs must not
+    backend = SerialBackend(cfg, env_spec, model)
+    try:
+        x = _fixed_inputs()
+        with torch.no_grad():
+            before = model(**x)[0].values.clone()
+        head_before = model.value_head.weight.detach().clone()
+        batch, _ = backend.get_batch()
+        metrics = learner.step(batch)
+        # mu_0 = 0, nu_0 = 1: one EMA step of size beta towards the batch moments of the V-trace targets.
+        assert metrics["popart_mu"] == pytest.approx(0.1 * metrics["mean_vs"], rel=1e-4)
+        assert metrics["mean_vs"] > 1.0  # CartPole's unclipped returns: the statistics really moved
+        assert not torch.allclose(model.value_head.weight, head_before)
+        with torch.no_grad():
+            after = model(**x)[0].values
+        torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+        # The statistics are part of the weights actors receive and checkpoints hold.
+        assert {"popart.mu", "popart.nu"} <= set(model.state_dict())
+        backend.publish(model, learner.version)
+        torch.testing.assert_close(backend.actors[0].model.popart.mu, model.popart.mu)
+    finally:
+        backend.close()

@@ -25,6 +25,7 @@ __all__ = [
     "baseline_loss",
     "entropy_loss",
     "impala_loss",
+    "standardize",
 ]
 
 
@@ -34,6 +35,15 @@ def _check_same_shape(a_name: str, a: torch.Tensor, b_name: str, b: torch.Tensor
             f"{a_name} has shape {tuple(a.shape)} but {b_name} has shape {tuple(b.shape)}; "
             "expected both [T, B]"
         )
+
+
+def standardize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``(x - mean(x)) / (std(x) + eps)`` over all elements (population std); no gradient.
+
+    A single element has std 0 and maps to 0.
+    """
+    x = x.detach()
+    return (x - x.mean()) / (x.std(unbiased=False) + eps)
 
 
 def policy_gradient_loss(
@@ -103,6 +113,7 @@ def impala_loss(
     clip_pg_rho_threshold: Optional[float] = 1.0,
     lambda_: float = 1.0,
     value_normalizer: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    normalize_advantages: bool = False,
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """The full IMPALA loss for one batch of unrolls, summed over ``T x B``.
 
@@ -134,6 +145,10 @@ def impala_loss(
         the baseline loss is taken in normalised space,
         ``0.5 * sum(((vs - mu) / sigma - values)^2)``, and the policy-gradient
         advantages are divided by ``sigma`` (Hessel et al., 2018).
+      normalize_advantages: standardise the policy-gradient advantages over the batch,
+        ``(A - mean(A)) / (std(A) + 1e-8)`` (after any PopArt scaling), as PPO and
+        Sample Factory do. Not in the paper; it makes the policy's step independent of the
+        reward scale, so the entropy bonus cannot swamp a small advantage signal.
 
     Returns:
       ``(loss, metrics)``: ``loss`` is a float 0-dim tensor with gradient; ``metrics``
@@ -197,6 +212,8 @@ def impala_loss(
         else:
             value_targets = (targets.vs - mu) / sigma
             pg_advantages = targets.pg_advantages / sigma
+        if normalize_advantages:
+            pg_advantages = standardize(pg_advantages)
 
     pg_loss = policy_gradient_loss(
         policy_gradient_log_probs(correction, target_action_log_probs), pg_advantages

@@ -1,8 +1,10 @@
 """The learner: a thin loop around :func:`impala_rl.core.losses.impala_loss`.
 
 It turns a batch of unrolls into the loss's inputs (see :mod:`impala_rl.runtime.types`
-for the row contract), computes gradients, clips them, steps RMSProp with the linearly
-annealed learning rate, and counts versions. All of the algorithm is in ``core``.
+for the row contract), computes gradients, clips them, steps the optimiser (RMSProp, the
+paper's TensorFlow RMSProp, or Adam) with the linearly annealed learning rate, updates
+PopArt's statistics when the network has them, and counts versions. All of the
+algorithm is in ``core``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 
 from impala_rl.config import TrainConfig
 from impala_rl.core.losses import impala_loss
+from impala_rl.core.optim import RMSpropTF
 from impala_rl.runtime.actor import net_inputs
 from impala_rl.runtime.types import Batch, RolloutSpec
 
@@ -33,6 +36,15 @@ def loss_inputs(batch: Batch, cfg: TrainConfig) -> dict:
     return {"rewards": rewards, "discounts": discounts}
 
 
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    """The optimiser ``cfg.optimizer`` names, with the config's settings."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.learning_rate, eps=cfg.adam_epsilon)
+    cls = RMSpropTF if cfg.optimizer == "rmsprop_tf" else torch.optim.RMSprop
+    return cls(params, lr=cfg.learning_rate, alpha=cfg.rmsprop_decay, momentum=cfg.rmsprop_momentum,
+               eps=cfg.rmsprop_epsilon)
+
+
 class Learner:
     """Owns the network, the optimiser and the policy version."""
 
@@ -43,9 +55,8 @@ class Learner:
         self.model = model.to(device)
         # The compiled callable shares parameters with self.model (whose state_dict stays plain).
         self.forward = torch.compile(self.model) if cfg.compile else self.model
-        self.optimizer = torch.optim.RMSprop(
-            self.model.parameters(), lr=cfg.learning_rate, alpha=cfg.rmsprop_decay,
-            momentum=cfg.rmsprop_momentum, eps=cfg.rmsprop_epsilon)
+        self.optimizer = make_optimizer(cfg, self.model.parameters())
+        self.popart = getattr(self.model, "popart", None)  # PopArt statistics live in the network
         self.version = 0  # number of updates applied = the policy version actors see
         self.frames = 0  # environment frames consumed
         self.nonfinite_in_a_row = 0
@@ -67,7 +78,12 @@ class Learner:
         core_state = (batch["core_h"], batch["core_c"]) if self.spec.core_size else ()
         inputs = net_inputs(batch["obs"], batch["first"], batch["last_action"], batch["reward"], cfg.reward_clip)
         out, _ = self.forward(core_state=core_state, **inputs)
-        values = out.values[..., 0]
+        values = out.values[..., 0]  # unnormalised (reward units)
+        normalizer = None
+        if self.popart is not None:  # the loss takes the head's normalised outputs n = (v - mu) / sigma
+            mu, sigma = self.popart.statistics(torch.zeros(values.shape[1], dtype=torch.long, device=self.device))
+            values = (values - mu) / sigma
+            normalizer = (mu, sigma)
         loss, metrics = impala_loss(
             target_params=out.policy_params[:-1],
             values=values[:-1],
@@ -83,6 +99,8 @@ class Learner:
             clip_c_threshold=cfg.clip_c_threshold,
             clip_pg_rho_threshold=cfg.clip_pg_rho_threshold,
             lambda_=cfg.vtrace_lambda,
+            value_normalizer=normalizer,
+            normalize_advantages=cfg.normalize_advantages,
         )
         t_forward = time.perf_counter()
         lag = (self.version - batch["version"]).float()
@@ -109,6 +127,10 @@ class Learner:
             self.optimizer.zero_grad(set_to_none=True)
             return self._skip(result)
         self.optimizer.step()
+        if self.popart is not None:
+            old_mu, old_sigma = self.popart.update(metrics["vs"], torch.zeros((), dtype=torch.long, device=self.device))
+            self.popart.preserve_outputs_(self.model.value_head, old_mu, old_sigma)
+            result.update(popart_mu=float(self.popart.mu[0]), popart_sigma=float(self.popart.sigma[0]))
         self.version += 1
         self.nonfinite_in_a_row = 0
         t_end = time.perf_counter()
