@@ -124,6 +124,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from impala_rl.bench import main_bench
     from impala_rl.envs import check_env_id
 
+    if args.learning:
+        return _bench_learning(args)
     cfg, note = _config_with_preset(_explicit_fields(args))
     if args.duration <= 0 or args.warmup < 0:
         raise UsageError(f"--duration must be positive and --warmup >= 0, got {args.duration}, {args.warmup}")
@@ -135,6 +137,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if note:
         print(note, file=sys.stderr)
     return main_bench(cfg, args.duration, args.warmup, args.json)
+
+
+def _bench_learning(args: argparse.Namespace) -> int:
+    from impala_rl.learning_bench import SUITES, TASKS, main_learning
+
+    if args.learning not in SUITES and args.learning not in TASKS:
+        raise UsageError(f"unknown learning suite {args.learning!r}; choose a suite ({', '.join(SUITES)}) "
+                         f"or one task ({', '.join(TASKS)})")
+    explicit = _explicit_fields(args)
+    if set(explicit) - {"seed"}:
+        raise UsageError(f"--learning runs every task with its defaults; it takes only --seed, --learning-out "
+                         f"and --json (got --{next(iter(set(explicit) - {'seed'})).replace('_', '-')}); "
+                         f"use benchmarks/learning.py to pass training options")
+    return main_learning(args.learning, args.learning_out, explicit.get("seed", 0), [], as_json=args.json)
 
 
 # ----------------------------------------------------------------------------- eval / plot
@@ -187,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=float, default=15.0,
                        help="seconds of end-to-end training before measuring (default: 15)")
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    bench.add_argument("--learning", metavar="SUITE", default=None,
+                       help="instead of throughput, run a learning suite with each task's defaults and print "
+                       "frames, final 100-episode mean, frames to threshold, wall time (suites: quick = classic, "
+                       "continuous and MinAtar tasks; atari = Pong; mujoco = HalfCheetah; all; or one task name)")
+    bench.add_argument("--learning-out", metavar="DIR", default="runs/learning",
+                       help="--learning: where the run directories and curve PNGs go (default: runs/learning)")
     _add_config_flags(bench)
     bench.set_defaults(func=cmd_bench)
 

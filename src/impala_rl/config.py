@@ -62,6 +62,9 @@ class TrainConfig:
     channels_last: bool = _f(True, "Image torsos: channels-last memory format (faster convolutions on CPU).", "model")
     init: str = _f("orthogonal", "Weight init: orthogonal (torso gain sqrt 2, value head 1, zero biases) or torch "
                    "(PyTorch's defaults); the policy head is always orthogonal with gain 0.01.", "model")
+    normalize_observations: bool = _f(False, "Normalise observations by running mean and variance kept in the "
+                                      "network (updated by the learner, clipped to [-10, 10]); for vector "
+                                      "observations such as MuJoCo's.", "model")
     compile: bool = _f(False, "torch.compile the learner's network (faster steps after a compile at start).", "model")
     # --- algorithm ------------------------------------------------------------------
     unroll_length: int = _f(20, "Unroll length T (each unroll holds T+1 rows: it overlaps the previous by one).", "algorithm")

@@ -194,3 +194,19 @@ def test_popart_statistics_follow_the_targets_and_preserve_the_values():
         torch.testing.assert_close(backend.actors[0].model.popart.mu, model.popart.mu)
     finally:
         backend.close()
+
+
+def test_learner_updates_observation_statistics_from_new_rows_only():
+    cfg = make_cfg(normalize_observations=True)
+    env_spec = probe_env(cfg)
+    model = build_model(cfg, env_spec)
+    learner = Learner(cfg, rollout_spec(cfg, env_spec), model, torch.device("cpu"))
+    backend = SerialBackend(cfg, env_spec, model)
+    try:
+        batch, _ = backend.get_batch()
+        learner.step(batch)
+        new_rows = batch["obs"][1:].reshape(-1, 4).double()
+        assert float(model.obs_norm.count) == cfg.unroll_length * cfg.batch_size
+        torch.testing.assert_close(model.obs_norm.mean, new_rows.mean(0))
+    finally:
+        backend.close()

@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from impala_rl.core.popart import PopArt
+from impala_rl.models.normalizer import ObservationNormalizer
 from impala_rl.models.torsos import make_torso
 
 POLICY_TYPES = ("categorical", "gaussian")
@@ -84,6 +85,9 @@ class ImpalaNet(nn.Module):
         init: ``'orthogonal'`` or ``'torch'`` (see the module docstring).
         popart: keep PopArt statistics and return unnormalised values (module docstring).
         popart_beta: the statistics' EMA step.
+        normalize_observations: normalise observations by running statistics kept in the
+            network (:class:`~impala_rl.models.normalizer.ObservationNormalizer`); the
+            learner updates them. For vector observations (MuJoCo).
 
     Raises:
         ValueError: an unknown option, or an ``obs_shape`` the torso cannot take (the
@@ -104,6 +108,7 @@ class ImpalaNet(nn.Module):
         init: str = "orthogonal",
         popart: bool = False,
         popart_beta: float = 3e-4,
+        normalize_observations: bool = False,
     ):
         super().__init__()
         if init not in INITS:
@@ -122,6 +127,7 @@ class ImpalaNet(nn.Module):
         self.use_lstm = use_lstm
         self.num_values = int(num_values)
 
+        self.obs_norm = ObservationNormalizer(self.obs_shape) if normalize_observations else None
         self.torso = make_torso(torso, self.obs_shape, mlp_sizes, channels_last)
         features = self.torso.output_size
         if use_lstm:
@@ -202,6 +208,8 @@ class ImpalaNet(nn.Module):
         """
         T, B = self._check_inputs(obs, last_action, last_reward, first, core_state)
         # One batched torso call over all T * B observations.
+        if self.obs_norm is not None:
+            obs = self.obs_norm(obs)
         features = self.torso(obs.reshape(T * B, *self.obs_shape)).view(T, B, -1)
         if self.use_lstm:
             features, core_state = self._unroll_lstm(

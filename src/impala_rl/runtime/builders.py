@@ -46,7 +46,8 @@ def build_model(cfg: TrainConfig, env_spec: EnvSpec) -> ImpalaNet:
         return ImpalaNet(tuple(env_spec.obs_shape), env_spec.action_dim, policy_type=env_spec.policy_type,
                          torso=resolve_torso(cfg, env_spec), use_lstm=cfg.use_lstm, lstm_size=cfg.lstm_size,
                          mlp_sizes=tuple(cfg.mlp_sizes), channels_last=cfg.channels_last and env_spec.is_image,
-                         init=cfg.init, popart=cfg.popart, popart_beta=cfg.popart_beta)
+                         init=cfg.init, popart=cfg.popart, popart_beta=cfg.popart_beta,
+                         normalize_observations=cfg.normalize_observations)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 

@@ -57,6 +57,7 @@ class Learner:
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = make_optimizer(cfg, self.model.parameters())
         self.popart = getattr(self.model, "popart", None)  # PopArt statistics live in the network
+        self.obs_norm = getattr(self.model, "obs_norm", None)  # so do observation statistics
         self.version = 0  # number of updates applied = the policy version actors see
         self.frames = 0  # environment frames consumed
         self.nonfinite_in_a_row = 0
@@ -76,6 +77,8 @@ class Learner:
         t0 = time.perf_counter()
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         core_state = (batch["core_h"], batch["core_c"]) if self.spec.core_size else ()
+        if self.obs_norm is not None:  # rows 1..T are new; row 0 repeats the previous unroll's row T
+            self.obs_norm.update(batch["obs"][1:])
         inputs = net_inputs(batch["obs"], batch["first"], batch["last_action"], batch["reward"], cfg.reward_clip)
         out, _ = self.forward(core_state=core_state, **inputs)
         values = out.values[..., 0]  # unnormalised (reward units)
