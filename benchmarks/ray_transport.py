@@ -23,6 +23,7 @@ import torch
 
 from impala_rl.bench import measure_learner, measure_train
 from impala_rl.config import TrainConfig, apply_preset
+from impala_rl.envs import env_family
 from impala_rl.runtime.builders import probe_env
 from impala_rl.runtime.train import resolve_device
 
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             explicit["envs_per_actor"] = args.envs_per_actor
         if args.batch_size:
             explicit["batch_size"] = args.batch_size
-        return apply_preset(TrainConfig(**explicit), set(explicit))[0].validate()
+        return apply_preset(TrainConfig(**explicit), set(explicit), env_family(args.env))[0].validate()
 
     rows = []
     for n in args.actors:

@@ -31,6 +31,10 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field; help from the field's metadata, grouped by section."""
     from impala_rl.config import TrainConfig
 
+    parser.add_argument("--preset", action=argparse.BooleanOptionalAction, default=True,
+                        help="apply the environment family's preset (atari, classic_control, continuous, minatar; "
+                        "see docs/learning.md) to the options not given; --no-preset runs the paper's Atari "
+                        "defaults plus the options given (default: on)")
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in dataclasses.fields(TrainConfig):
         group = groups.setdefault(f.metadata["group"], parser.add_argument_group(f.metadata["group"]))
@@ -56,16 +60,25 @@ def _explicit_fields(args: argparse.Namespace) -> dict:
     return explicit
 
 
-def _config_with_preset(explicit: dict):
-    """(config with the env's preset applied, a note saying what the preset changed or "").
+def _config_with_preset(explicit: dict, use_preset: bool = True):
+    """(config with the env family's preset applied, a note saying what the preset changed or "").
 
-    Callers print the note only once the config is valid: a bad input gets one line.
+    Checks the environment id first (one line for an unknown id). Callers print the note
+    only once the config is valid: a bad input gets one line.
     """
-    from impala_rl.config import TrainConfig, apply_preset, preset_name
+    from impala_rl.config import TrainConfig, apply_preset
+    from impala_rl.envs import env_family
 
-    cfg, changes = apply_preset(TrainConfig(**explicit), set(explicit))
-    note = (f"[impala] preset '{preset_name(cfg.env)}' for {cfg.env}: "
-            + ", ".join(f"{k}={v}" for k, v in changes.items())) if changes else ""
+    cfg = TrainConfig(**explicit)
+    try:
+        family = env_family(cfg.env)
+    except ValueError as e:  # UnknownEnvError
+        raise UsageError(str(e)) from None
+    if not use_preset:
+        return cfg, f"[impala] no preset for {cfg.env}: the paper's Atari defaults plus your flags"
+    cfg, changes = apply_preset(cfg, set(explicit), family)
+    note = (f"[impala] preset '{family}' for {cfg.env}: " + ", ".join(f"{k}={v}" for k, v in changes.items())
+            + " (--no-preset keeps the paper's defaults)") if changes else ""
     return cfg, note
 
 
@@ -84,7 +97,7 @@ def _train_config(args: argparse.Namespace):
         cfg = dataclasses.replace(cfg, **explicit, run_dir=str(args.resume))
         note = f"[impala] resuming {args.resume} with overrides: {explicit}" if explicit else ""
         return cfg, state, note
-    cfg, note = _config_with_preset(explicit)
+    cfg, note = _config_with_preset(explicit, use_preset=args.preset)
     if not cfg.run_dir:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         cfg = dataclasses.replace(cfg, run_dir=str(Path("runs") / f"{cfg.env.replace('/', '_')}-{stamp}"))
@@ -126,7 +139,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.learning:
         return _bench_learning(args)
-    cfg, note = _config_with_preset(_explicit_fields(args))
+    cfg, note = _config_with_preset(_explicit_fields(args), use_preset=args.preset)
     if args.duration <= 0 or args.warmup < 0:
         raise UsageError(f"--duration must be positive and --warmup >= 0, got {args.duration}, {args.warmup}")
     try:
@@ -189,8 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"impala-rl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    train = sub.add_parser("train", help="train an agent", description="Train the IMPALA agent. Defaults are the "
-                           "paper's Atari values; non-Atari environments get a preset (printed at start).")
+    train = sub.add_parser("train", help="train an agent", description="Train the IMPALA agent. Each environment family "
+                           "(atari, classic_control, continuous, minatar) gets a preset chosen from the experiments in "
+                           "docs/learning.md, printed at start; the defaults listed below are the paper's Atari values, "
+                           "which --no-preset keeps.")
     train.add_argument("--resume", metavar="RUN_DIR", default=None,
                        help="continue a run (frames, optimizer state, LR schedule) from its checkpoint")
     _add_config_flags(train)

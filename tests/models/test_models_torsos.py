@@ -135,9 +135,9 @@ def test_make_torso_builds_each_named_torso():
             "mlp",
             (4, 84, 84),
             r"torso 'mlp' needs flat observations \[D\]; .* shape \(4, 84, 84\)\. "
-            r"Use --torso shallow or --torso deep",
+            r"Use --torso shallow, deep or minatar for images",
         ),
-        ("resnet", (4,), r"unknown torso 'resnet'; choose one of \('mlp', 'shallow', 'deep'\)"),
+        ("resnet", (4,), r"unknown torso 'resnet'; choose one of \('mlp', 'shallow', 'deep', 'minatar'\)"),
     ],
 )
 def test_make_torso_rejects_observations_it_cannot_take(name, obs_shape, message):

@@ -11,8 +11,17 @@ with ``episodic_life=True`` it is reported in ``info['life_lost']`` instead.
 Episode statistics (unclipped return, length) are kept by the actor, which sees every
 reward, so no statistics wrapper runs on the hot path.
 
+MinAtar (``MinAtar/<Game>-v0|v1`` ids; Young & Tian 2019) steps the env as the
+``minatar`` package makes it (sticky actions 0.1, difficulty ramping) and turns its
+``[10, 10, C]`` bool observations into float32 ``[C, 10, 10]`` images of 0s and 1s
+(:class:`~impala_rl.envs.wrappers.BinaryImageChannelFirst`). float32 rather than uint8:
+the image torsos divide uint8 images by 255, and a float image is taken as scaled already.
+
 ale-py registers the ``ALE/`` ids only when asked; that happens lazily, on the first
-call that needs the registry, so ``import impala_rl.envs`` has no side effects.
+call that needs the registry, so ``import impala_rl.envs`` has no side effects. The
+``MinAtar/`` ids are registered the same way, but only when a ``MinAtar/`` id (or an
+unknown id, for suggestions) is checked: importing ``minatar`` takes about a second
+(it imports matplotlib and seaborn), which other environments should not pay.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from gymnasium.wrappers import (
 
 from impala_rl.envs.spec import describe
 from impala_rl.envs.wrappers import (
+    BinaryImageChannelFirst,
     ClipActionToBounds,
     FlattenBoxAction,
     Float32Observation,
@@ -43,13 +53,17 @@ from impala_rl.envs.wrappers import (
 __all__ = [
     "AtariOptions",
     "UnknownEnvError",
+    "FAMILIES",
     "check_env_id",
+    "env_family",
     "frames_per_step",
     "is_atari",
+    "is_minatar",
     "make_env",
 ]
 
 _ATARI_PREFIX = "ALE/"
+_MINATAR_PREFIX = "MinAtar/"
 _ALE_ENTRY_POINT = "ale_py.env:AtariEnv"
 _EXAMPLE_IDS = "CartPole-v1, ALE/Pong-v5"
 
@@ -125,6 +139,38 @@ def is_atari(env_id: str) -> bool:
     return env_id.startswith(_ATARI_PREFIX)
 
 
+def is_minatar(env_id: str) -> bool:
+    """Whether ``env_id`` is a MinAtar game (ids of the form ``MinAtar/<Game>-v1``).
+
+    These ids exist once :func:`check_env_id` (or :func:`make_env`) has registered them.
+    """
+    return env_id.rpartition(":")[2].startswith(_MINATAR_PREFIX)
+
+
+FAMILIES = ("atari", "minatar", "continuous", "classic_control")
+"""Environment families, each with its own training preset (``impala_rl.config.PRESETS``)."""
+
+
+@functools.cache
+def env_family(env_id: str) -> str:
+    """``'atari'`` (``ALE/`` ids), ``'minatar'``, ``'continuous'`` (a ``Box`` action space:
+    Pendulum, MuJoCo, ...) or ``'classic_control'`` (any other id: discrete actions).
+
+    Raises :class:`UnknownEnvError` for an unregistered id (other ids are opened once to
+    read their action space).
+    """
+    if is_atari(env_id):
+        return "atari"
+    check_env_id(env_id)
+    if is_minatar(env_id):
+        return "minatar"
+    env = gym.make(env_id)
+    try:
+        return "continuous" if isinstance(env.action_space, spaces.Box) else "classic_control"
+    finally:
+        env.close()
+
+
 def frames_per_step(env_id: str, atari: AtariOptions | None = None) -> int:
     """Environment frames per agent step: the action repeat for Atari, else 1.
 
@@ -139,6 +185,18 @@ def _register_ale() -> None:
     import ale_py
 
     gym.register_envs(ale_py)
+
+
+@functools.cache
+def _register_minatar() -> bool:
+    """Add the ``MinAtar/`` ids to the Gymnasium registry (once); False if minatar is missing."""
+    try:
+        import minatar.gym
+    except ImportError:
+        return False
+    if f"{_MINATAR_PREFIX}Breakout-v1" not in gym.registry:  # the user may have done it already
+        minatar.gym.register_envs()
+    return True
 
 
 def check_env_id(env_id: str) -> None:
@@ -157,8 +215,14 @@ def check_env_id(env_id: str) -> None:
                 f"environment id {env_id!r} names module {module!r}, which cannot be "
                 f"imported: {err}"
             ) from None
+    if is_minatar(name) and not _register_minatar():
+        raise UnknownEnvError(
+            f"environment id {env_id!r} is a MinAtar game, but the minatar package is not "
+            "installed: pip install minatar"
+        )
     if name in gym.registry:
         return
+    _register_minatar()  # so that suggestions cover MinAtar ids too
     by_lower = {known.lower(): known for known in gym.registry}
     close = [by_lower[m] for m in difflib.get_close_matches(name.lower(), by_lower, n=3)]
     hint = f"; did you mean: {', '.join(close)}?" if close else ""
@@ -178,15 +242,17 @@ def make_env(
 
     Args:
         env_id: a registered Gymnasium id; ``ALE/<Game>-v5`` gets the Atari pipeline
-            (see the module docstring), any other id a plain :func:`gymnasium.make`
-            that keeps its ``TimeLimit`` (so episodes end with ``truncated=True``).
+            and ``MinAtar/<Game>-v1`` float32 ``[C, 10, 10]`` observations (see the
+            module docstring), any other id a plain :func:`gymnasium.make` that keeps its
+            ``TimeLimit`` (so episodes end with ``truncated=True``).
         seed: if given, the env is reset once with ``reset(seed=seed)`` and its action
             space seeded, so the episodes that follow (the caller's plain ``reset()``
             included) are reproducible.
         atari: Atari preprocessing options (default :class:`AtariOptions`); ignored for
             non-Atari ids.
         **kwargs: passed to :func:`gymnasium.make` (e.g. ``max_episode_steps``,
-            ``render_mode``). For Atari, the keys that :class:`AtariOptions` controls are
+            ``render_mode``; for MinAtar also ``sticky_action_prob`` and
+            ``difficulty_ramping``). For Atari, the keys that :class:`AtariOptions` controls are
             refused.
 
     Non-Atari envs are adapted to what :func:`describe` accepts: vector observations are
@@ -200,6 +266,8 @@ def make_env(
     check_env_id(env_id)
     if is_atari(env_id):
         env = _make_atari(env_id, atari or AtariOptions(), kwargs)
+    elif is_minatar(env_id):
+        env = BinaryImageChannelFirst(gym.make(env_id, **kwargs))
     else:
         _reject_legacy_atari(env_id)
         env = _make_generic(env_id, kwargs)

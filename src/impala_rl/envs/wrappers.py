@@ -14,6 +14,7 @@ import numpy as np
 from gymnasium import spaces
 
 __all__ = [
+    "BinaryImageChannelFirst",
     "ClipActionToBounds",
     "FlattenBoxAction",
     "Float32Observation",
@@ -136,3 +137,23 @@ class StackedFramesChannelFirst(gym.ObservationWrapper):
         stack, height, width, channels = observation.shape
         chw = np.moveaxis(observation, -1, 1)  # [S, C, H, W]
         return np.ascontiguousarray(chw.reshape(stack * channels, height, width))
+
+
+class BinaryImageChannelFirst(gym.ObservationWrapper):
+    """Turn a bool image ``[H, W, C]`` (MinAtar's) into a float32 ``[C, H, W]`` of 0s and 1s.
+
+    float32, not uint8: the image torsos scale uint8 images by 1/255 and take a float
+    image to be in [0, 1] already, which 0/1 values are. MinAtar's images are small
+    (10 x 10 x at most 10 channels: 4 KB as float32), so the 4x size costs little.
+    """
+
+    def __init__(self, env: gym.Env):
+        inner = env.observation_space
+        if not (isinstance(inner, spaces.Box) and len(inner.shape) == 3 and inner.dtype == np.bool_):
+            raise TypeError(f"BinaryImageChannelFirst needs a rank-3 bool Box [H, W, C], got {inner}")
+        super().__init__(env)
+        height, width, channels = inner.shape
+        self.observation_space = spaces.Box(0.0, 1.0, (channels, height, width), dtype=np.float32)
+
+    def observation(self, observation: Any) -> np.ndarray:
+        return np.ascontiguousarray(np.moveaxis(np.asarray(observation), -1, 0), dtype=np.float32)

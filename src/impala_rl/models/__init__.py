@@ -1,5 +1,6 @@
 """Agent networks: the paper's shallow and deep (ResNet) torsos, an MLP torso for flat
-observations, the optional LSTM core, and the policy and value heads.
+observations, MinAtar's small conv torso, the optional LSTM core, and the policy and
+value heads.
 
 Imports torch and :mod:`impala_rl.core` only.
 """

@@ -1,6 +1,6 @@
 """Feature extractors ("torsos") that turn one batch of observations into flat features.
 
-Three torsos, picked by name through :func:`make_torso`:
+Four torsos, picked by name through :func:`make_torso`:
 
 ``'mlp'``
     Fully connected layers with ReLU for flat observations (classic control). ReLU rather
@@ -12,6 +12,10 @@ Three torsos, picked by name through :func:`make_torso`:
 ``'deep'``
     The paper's deep ResNet (Fig. 3 right): three stacks of 16, 32, 32 channels, each a
     conv 3x3/1, a max-pool 3x3/2 and two residual blocks; then ReLU, FC 256, ReLU.
+``'minatar'``
+    The MinAtar paper's network (Young & Tian 2019) for its 10x10 images: conv 16 3x3/1
+    (no padding), ReLU, FC 128, ReLU. MinAtar observations reach it as float32 0/1
+    images (see :func:`impala_rl.envs.make_env`), so the uint8 scaling below never applies.
 
 Every torso maps ``[N, *obs_shape]`` to ``[N, output_size]`` float32 features. Image
 torsos take ``[N, C, H, W]``; a uint8 image is converted to float and scaled by 1/255
@@ -27,10 +31,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-TORSOS = ("mlp", "shallow", "deep")
+TORSOS = ("mlp", "shallow", "deep", "minatar")
 """Names accepted by :func:`make_torso` (and ``ImpalaNet(torso=...)``)."""
 
-_IMAGE_TORSOS = ("shallow", "deep")
+_IMAGE_TORSOS = ("shallow", "deep", "minatar")
 
 
 def _scale_image(x: torch.Tensor) -> torch.Tensor:
@@ -200,6 +204,40 @@ class DeepTorso(_ImageTorso):
         return self.convs
 
 
+class MinAtarTorso(_ImageTorso):
+    """The MinAtar paper's network (Young & Tian 2019, the DQN and AC(lambda) baselines).
+
+    conv 16 3x3 stride 1 (no padding) -> ReLU -> flatten -> FC 128 -> ReLU. On 10x10 input
+    the flattened conv output is 16 x 8 x 8 = 1024.
+
+    Args:
+        in_channels: C, the game's number of object channels (4 to 10).
+        image_size: (H, W) the FC layer is sized for; MinAtar's is (10, 10).
+        channels_last: as :class:`ShallowTorso`.
+
+    forward: float32 0/1 (or uint8, scaled by 1/255) ``[N, C, H, W]`` -> float32 ``[N, 128]``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: tuple[int, int] = (10, 10),
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(in_channels, 16, kernel_size=3, stride=1),
+        )  # the ReLU is applied in _ImageTorso.forward
+        self._build_head("minatar", in_channels, image_size, 128, channels_last)
+
+
+_IMAGE_TORSO_CLASSES: dict[str, type[_ImageTorso]] = {
+    "shallow": ShallowTorso,
+    "deep": DeepTorso,
+    "minatar": MinAtarTorso,
+}
+
+
 def make_torso(
     name: str,
     obs_shape: Sequence[int],
@@ -208,8 +246,8 @@ def make_torso(
 ) -> nn.Module:
     """Build the torso called ``name`` for observations of shape ``obs_shape``.
 
-    ``'mlp'`` needs ``obs_shape == (D,)``; ``'shallow'`` and ``'deep'`` need
-    ``obs_shape == (C, H, W)``. ``channels_last`` applies to image torsos and is ignored
+    ``'mlp'`` needs ``obs_shape == (D,)``; ``'shallow'``, ``'deep'`` and ``'minatar'``
+    need ``obs_shape == (C, H, W)``. ``channels_last`` applies to image torsos and is ignored
     by ``'mlp'`` (there is no image to lay out), so one setting can serve every environment.
 
     Raises:
@@ -222,7 +260,7 @@ def make_torso(
         if len(obs_shape) != 1:
             raise ValueError(
                 f"torso 'mlp' needs flat observations [D]; this environment's observations "
-                f"have shape {obs_shape}. Use --torso shallow or --torso deep for images"
+                f"have shape {obs_shape}. Use --torso shallow, deep or minatar for images"
             )
         return MLPTorso(obs_shape[0], mlp_sizes)
     if len(obs_shape) != 3:
@@ -230,5 +268,5 @@ def make_torso(
             f"torso {name!r} needs image observations [C, H, W]; this environment's "
             f"observations have shape {obs_shape}. Use --torso mlp"
         )
-    cls = ShallowTorso if name == "shallow" else DeepTorso
+    cls = _IMAGE_TORSO_CLASSES[name]
     return cls(obs_shape[0], image_size=obs_shape[1:], channels_last=channels_last)

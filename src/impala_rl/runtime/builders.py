@@ -10,7 +10,7 @@ import torch
 
 from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.core import distributions
-from impala_rl.envs import AtariOptions, EnvSpec, describe, make_env
+from impala_rl.envs import AtariOptions, EnvSpec, describe, is_minatar, make_env
 from impala_rl.envs.vector import make_env_group
 from impala_rl.models import ImpalaNet
 from impala_rl.runtime.actor import Actor, ActorGroup
@@ -36,6 +36,8 @@ def probe_env(cfg: TrainConfig) -> EnvSpec:
 
 def resolve_torso(cfg: TrainConfig, env_spec: EnvSpec) -> str:
     if cfg.torso == "auto":
+        if is_minatar(cfg.env):
+            return "minatar"
         return "shallow" if env_spec.is_image else "mlp"
     return cfg.torso
 
