@@ -293,7 +293,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "envs_per_actor": 32,
         "batch_size": 8,
         "optimizer": "adam",
-        "normalize_advantages": True,
         "total_frames": 20_000_000,
     },
     "classic_control": {
@@ -311,7 +310,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "envs_per_actor": 8,
         "learning_rate": 1e-3,
         "entropy_cost": 0.0,
-        "normalize_observations": True,
         "total_frames": 2_000_000,
     },
     "minatar": {
