@@ -188,8 +188,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from impala_rl.plot import plot_runs
 
     try:
-        path = plot_runs(args.run_dirs, args.output, window=args.window)
-    except FileNotFoundError as e:
+        path = plot_runs(args.run_dirs, args.output, window=args.window, metric=args.metric)
+    except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     print(f"learning curves written to {path}")
     return 0
@@ -240,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
     pl.add_argument("-o", "--output", default="curve.png", help="output PNG (default: curve.png)")
     pl.add_argument("--window", type=int, default=50, help="episodes in the moving average (default: 50)")
+    pl.add_argument("--metric", default="return", help="what to plot: return (episodes.csv), or a column of "
+                    "metrics.csv such as entropy, grad_norm, policy_lag_mean (default: return)")
     pl.set_defaults(func=cmd_plot)
     return parser
 

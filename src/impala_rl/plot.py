@@ -20,6 +20,24 @@ def read_episodes(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(frames), np.asarray(returns)
 
 
+def read_metric(run_dir: str | Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, values) of one column of ``metrics.csv`` (rows where it is empty are skipped)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"no metrics.csv in {run_dir} (is it a run directory of 'impala train'?)")
+    frames, values = [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if name not in (reader.fieldnames or []):
+            raise ValueError(f"metrics.csv in {run_dir} has no column {name!r}; columns: "
+                             f"{', '.join(c for c in reader.fieldnames or [] if c != 'frames')}")
+        for row in reader:
+            if row[name] not in ("", "nan"):
+                frames.append(float(row["frames"]))
+                values.append(float(row[name]))
+    return np.asarray(frames), np.asarray(values)
+
+
 def moving_average(x: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean over up to ``window`` values (shorter at the start)."""
     c = np.cumsum(np.insert(x, 0, 0.0))
@@ -28,22 +46,30 @@ def moving_average(x: np.ndarray, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def plot_runs(run_dirs: list[str], output: str | Path, window: int = 50, title: str | None = None) -> Path:
+def plot_runs(run_dirs: list[str], output: str | Path, window: int = 50, title: str | None = None,
+              metric: str = "return") -> Path:
+    """Episode return (moving average of ``window`` episodes), or any ``metrics.csv`` column
+    (``metric``, e.g. ``entropy``; smoothed over ``window`` log rows), against frames."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = [(d, *read_episodes(d)) for d in run_dirs]
+    if metric == "return":
+        data = [(d, *read_episodes(d)) for d in run_dirs]
+    else:
+        data = [(d, *read_metric(d, metric)) for d in run_dirs]
     fig, ax = plt.subplots(figsize=(8, 5))
     for run_dir, frames, returns in data:
         label = Path(run_dir).name
         if len(returns) == 0:
             continue
         ax.plot(frames, returns, alpha=0.15)
-        ax.plot(frames, moving_average(returns, window), label=f"{label} ({len(returns)} episodes)",
+        count = f"{len(returns)} episodes" if metric == "return" else f"{len(returns)} rows"
+        ax.plot(frames, moving_average(returns, window), label=f"{label} ({count})",
                 color=ax.lines[-1].get_color())
     ax.set_xlabel("environment frames")
-    ax.set_ylabel(f"episode return (moving average of {window})")
+    ax.set_ylabel(f"episode return (moving average of {window})" if metric == "return"
+                  else f"{metric} (moving average of {window} log rows)")
     ax.set_title(title or "impala-rl learning curves")
     ax.grid(alpha=0.3)
     if ax.lines:

@@ -266,6 +266,19 @@ def test_plot_writes_a_png(trained):
     assert png.stat().st_size > 5000
 
 
+def test_plot_a_metric_and_an_unknown_metric(trained):
+    root, run_dir, _ = trained
+    png = root / "entropy.png"
+    proc = impala("plot", str(run_dir), "--metric", "entropy", "-o", str(png), cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = root / "bad.png"
+    proc = impala("plot", str(run_dir), "--metric", "entropyy", "-o", str(bad), cwd=root)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "no column 'entropyy'" in proc.stderr and "entropy," in proc.stderr
+    assert not bad.exists()
+
+
 def test_version(tmp_path):
     proc = impala("--version", cwd=tmp_path)
     assert proc.returncode == 0
