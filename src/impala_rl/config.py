@@ -84,6 +84,10 @@ class TrainConfig:
     popart: bool = _f(False, "PopArt: normalise value targets by running statistics and rescale the value head "
                       "so its outputs are preserved (van Hasselt et al. 2016; Hessel et al. 2018).", "algorithm")
     popart_beta: float = _f(3e-4, "PopArt: EMA step of the value-target statistics.", "algorithm")
+    learner_epochs: int = _f(1, "Gradient passes over each batch (1 = the paper's single pass); V-trace corrects "
+                             "for the policy moving between passes.", "algorithm")
+    learner_minibatches: int = _f(1, "Split each pass over a batch into this many minibatches of unrolls (one "
+                                  "gradient step each); must divide batch_size.", "algorithm")
     # --- optimiser -----------------------------------------------------------------
     optimizer: str = _f("rmsprop", "rmsprop (torch: eps outside the square root, accumulator starts at 0), "
                         "rmsprop_tf (the paper's TensorFlow RMSProp: eps inside the root, accumulator starts at 1), "
@@ -208,6 +212,11 @@ class TrainConfig:
             raise ConfigError(f"sticky_actions must be in [0, 1], got {self.sticky_actions}")
         if not 0.0 < self.vtrace_lambda <= 1.0:
             raise ConfigError(f"vtrace_lambda must be in (0, 1], got {self.vtrace_lambda}")
+        positive("learner_epochs")
+        positive("learner_minibatches")
+        if self.batch_size % self.learner_minibatches:
+            raise ConfigError(f"learner_minibatches ({self.learner_minibatches}) must divide batch_size "
+                              f"({self.batch_size})")
         if not 0.0 < self.popart_beta <= 1.0:
             raise ConfigError(f"popart_beta must be in (0, 1], got {self.popart_beta}")
         if not 0.0 <= self.rmsprop_decay < 1.0:

@@ -210,3 +210,34 @@ def test_learner_updates_observation_statistics_from_new_rows_only():
         torch.testing.assert_close(model.obs_norm.mean, new_rows.mean(0))
     finally:
         backend.close()
+
+
+def test_epochs_and_minibatches_make_that_many_steps_and_one_version():
+    cfg = make_cfg(optimizer="adam", batch_size=4, learner_epochs=3, learner_minibatches=2)
+    env_spec = probe_env(cfg)
+    model = build_model(cfg, env_spec)
+    learner = Learner(cfg, rollout_spec(cfg, env_spec), model, torch.device("cpu"))
+    backend = SerialBackend(cfg, env_spec, model)
+    try:
+        batch, _ = backend.get_batch()
+        metrics = learner.step(batch)
+        steps = {int(s["step"]) for s in learner.optimizer.state_dict()["state"].values()}
+        assert steps == {6}  # 3 passes x 2 minibatches
+        assert learner.version == 1 and learner.frames == cfg.frames_per_update
+        assert math.isfinite(metrics["total_loss"]) and metrics["time_forward_s"] > 0
+    finally:
+        backend.close()
+
+
+def test_select_unrolls_takes_rows_along_the_batch_dimension():
+    batch = {"obs": torch.arange(3 * 4).view(3, 4), "version": torch.tensor([10, 11, 12, 13])}
+    picked = learner_module.select_unrolls(batch, torch.tensor([2, 0]))
+    assert torch.equal(picked["obs"], torch.tensor([[2, 0], [6, 4], [10, 8]]))
+    assert torch.equal(picked["version"], torch.tensor([12, 10]))
+
+
+def test_minibatches_must_divide_the_batch():
+    from impala_rl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="learner_minibatches .3. must divide batch_size .4."):
+        make_cfg(batch_size=4, learner_minibatches=3)

@@ -18,7 +18,7 @@ from impala_rl.config import TrainConfig
 from impala_rl.core.losses import impala_loss
 from impala_rl.core.optim import RMSpropTF
 from impala_rl.runtime.actor import net_inputs
-from impala_rl.runtime.types import Batch, RolloutSpec
+from impala_rl.runtime.types import ROW_FIELDS, Batch, RolloutSpec
 
 
 def loss_inputs(batch: Batch, cfg: TrainConfig) -> dict:
@@ -45,6 +45,27 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
                eps=cfg.rmsprop_epsilon)
 
 
+def select_unrolls(batch: Batch, idx: torch.Tensor) -> Batch:
+    """The unrolls ``idx`` of a batch: row fields [T+1, B, ...] along dim 1, slot fields [B, ...] along dim 0."""
+    return {k: v.index_select(1 if k in ROW_FIELDS else 0, idx) for k, v in batch.items()}
+
+
+def average_metrics(results: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each metric over the steps of one batch; times (``time_*``) are summed, counters are the last."""
+    if len(results) == 1:
+        return results[0]
+    out = {}
+    for key in results[-1]:
+        values = [r[key] for r in results if key in r]
+        if key.startswith("time_"):
+            out[key] = sum(values)
+        elif key == "nonfinite_total":
+            out[key] = values[-1]
+        else:
+            out[key] = sum(values) / len(values)
+    return out
+
+
 class Learner:
     """Owns the network, the optimiser and the policy version."""
 
@@ -65,6 +86,7 @@ class Learner:
         # Multi-learner (runtime/distributed.py): grad_hook(model, loss_finite) averages the gradients
         # over the learners between backward and the optimiser step.
         self.grad_hook = None
+        self.shuffle = torch.Generator().manual_seed(cfg.seed)  # minibatch order (learner_minibatches > 1)
 
     def learning_rate(self) -> float:
         if not self.cfg.lr_anneal:
@@ -72,13 +94,40 @@ class Learner:
         return self.cfg.learning_rate * max(0.0, 1.0 - self.frames / self.cfg.total_frames)
 
     def step(self, batch: Batch) -> dict[str, float]:
-        """One update on a batch of B unrolls ([T+1, B, ...] row fields). Returns metrics."""
+        """Train on a batch of B unrolls ([T+1, B, ...] row fields); returns metrics.
+
+        One gradient step on the whole batch by default (the paper). With
+        ``learner_epochs`` E and ``learner_minibatches`` M it makes E passes, each over the
+        B unrolls shuffled into M minibatches: E * M steps, V-trace correcting for the
+        policy moving away from the behaviour policy between steps. Metrics are averaged
+        over the steps (times summed); the version advances once per batch.
+        """
         cfg = self.cfg
-        t0 = time.perf_counter()
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        core_state = (batch["core_h"], batch["core_c"]) if self.spec.core_size else ()
         if self.obs_norm is not None:  # rows 1..T are new; row 0 repeats the previous unroll's row T
             self.obs_norm.update(batch["obs"][1:])
+        lag = (self.version - batch["version"]).float()
+        self.frames += cfg.frames_per_update
+        size = batch["version"].shape[0]
+        results, applied = [], False
+        for _ in range(cfg.learner_epochs):
+            order = (torch.randperm(size, generator=self.shuffle) if cfg.learner_minibatches > 1
+                     else torch.arange(size))
+            for idx in order.chunk(cfg.learner_minibatches):
+                result, ok = self._update(select_unrolls(batch, idx.to(self.device)) if len(idx) < size else batch)
+                results.append(result)
+                applied |= ok
+        result = average_metrics(results)
+        result.update(policy_lag_mean=float(lag.mean()), policy_lag_max=float(lag.max()))
+        if applied:
+            self.version += 1
+        return result
+
+    def _update(self, batch: Batch) -> tuple[dict[str, float], bool]:
+        """One gradient step on ``batch``; (metrics, whether the weights changed)."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        core_state = (batch["core_h"], batch["core_c"]) if self.spec.core_size else ()
         inputs = net_inputs(batch["obs"], batch["first"], batch["last_action"], batch["reward"], cfg.reward_clip)
         out, _ = self.forward(core_state=core_state, **inputs)
         values = out.values[..., 0]  # unnormalised (reward units)
@@ -106,13 +155,10 @@ class Learner:
             normalize_advantages=cfg.normalize_advantages,
         )
         t_forward = time.perf_counter()
-        lag = (self.version - batch["version"]).float()
         result = {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.dim() == 0}
-        result.update(policy_lag_mean=float(lag.mean()), policy_lag_max=float(lag.max()))
-        self.frames += cfg.frames_per_update
         loss_finite = math.isfinite(float(loss.detach()))
         if not loss_finite and self.grad_hook is None:
-            return self._skip(result)
+            return self._skip(result), False
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -128,19 +174,18 @@ class Learner:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
-            return self._skip(result)
+            return self._skip(result), False
         self.optimizer.step()
         if self.popart is not None:
             old_mu, old_sigma = self.popart.update(metrics["vs"], torch.zeros((), dtype=torch.long, device=self.device))
             self.popart.preserve_outputs_(self.model.value_head, old_mu, old_sigma)
             result.update(popart_mu=float(self.popart.mu[0]), popart_sigma=float(self.popart.sigma[0]))
-        self.version += 1
         self.nonfinite_in_a_row = 0
         t_end = time.perf_counter()
         result.update(grad_norm=grad_norm, learning_rate=lr, nonfinite_total=float(self.nonfinite_total),
                       time_forward_s=t_forward - t0, time_backward_s=t_backward - t_forward,
                       time_optimizer_s=t_end - t_backward)
-        return result
+        return result, True
 
     def _skip(self, result: dict[str, float]) -> dict[str, float]:
         """A non-finite loss or gradient: leave the weights as they were and count it."""
