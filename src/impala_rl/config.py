@@ -300,8 +300,11 @@ _SMALL_TASKS = {
 PRESETS: dict[str, dict[str, Any]] = {
     "atari": {
         "envs_per_actor": 32,
-        "batch_size": 8,
-        "optimizer": "adam",
+        "batch_size": 32,
+        "optimizer": "rmsprop",
+        "lr_anneal": False,
+        "learner_epochs": 2,
+        "learner_minibatches": 4,
         "total_frames": 20_000_000,
     },
     "classic_control": {
@@ -325,7 +328,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         **_SMALL_TASKS,
         "torso": "minatar",
         "envs_per_actor": 16,
+        "batch_size": 16,
+        "optimizer": "rmsprop",
         "learning_rate": 6e-4,
+        "normalize_advantages": False,
+        "learner_epochs": 2,
+        "learner_minibatches": 4,
         "total_frames": 5_000_000,
     },
 }

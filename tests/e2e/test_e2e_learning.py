@@ -7,7 +7,8 @@ each run with its family's preset (no tuning flags) through the real CLI.
   processes). The local run must also really be off-policy: batches with policy lag > 0.
 - Pendulum-v1 (diagonal Gaussian policy; random: about -1200) must reach -600 within 1M
   frames (the continuous preset reaches -250 by about 0.8M; docs/learning.md).
-- MinAtar Breakout (the conv torso; random: 0.5) must reach 2.5 within 500k frames.
+- MinAtar Breakout (the conv torso; random: 0.5) must reach 4 within 500k frames (the preset
+  reaches about 5.4 by 0.4M and 17 by 2M; docs/learning.md).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def test_cartpole_learns(tmp_path, backend):
 
 @pytest.mark.parametrize("env,frames,threshold", [
     ("Pendulum-v1", 1_000_000, -600.0),
-    ("MinAtar/Breakout-v1", 500_000, 2.5),
+    ("MinAtar/Breakout-v1", 500_000, 4.0),
 ])
 def test_gaussian_and_conv_policies_learn(tmp_path, env, frames, threshold):
     summary, _ = _train(tmp_path, "--total-frames", str(frames), env=env, seed=0)
