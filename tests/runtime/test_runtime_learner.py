@@ -1,6 +1,7 @@
 """The learner's step: skipped updates on non-finite losses or gradients, the learning-rate
 schedule, and the trainer stopping on repeated non-finite losses."""
 
+import contextlib
 import json
 import math
 
@@ -167,14 +168,23 @@ def _fixed_inputs(T=3, B=4, D=4):
                 last_reward=torch.zeros(T, B), first=torch.zeros(T, B, dtype=torch.bool))
 
 
-def test_popart_statistics_follow_the_targets_and_preserve_the_values():
-    cfg = make_cfg(popart=True, popart_beta=0.1, optimizer="adam")
+@contextlib.contextmanager
+def learner_and_backend(**overrides):
+    """(cfg, model, learner, serial backend) for make_cfg(**overrides); the backend is closed after."""
+    cfg = make_cfg(**overrides)
     env_spec = probe_env(cfg)
     model = build_model(cfg, env_spec)
     learner = Learner(cfg, rollout_spec(cfg, env_spec), model, torch.device("cpu"))
-    learner.learning_rate = lambda: 0.0  # only PopArt moves: the unnormalised outputs must not
     backend = SerialBackend(cfg, env_spec, model)
     try:
+        yield cfg, model, learner, backend
+    finally:
+        backend.close()
+
+
+def test_popart_statistics_follow_the_targets_and_preserve_the_values():
+    with learner_and_backend(popart=True, popart_beta=0.1, optimizer="adam") as (cfg, model, learner, backend):
+        learner.learning_rate = lambda: 0.0  # only PopArt moves: the unnormalised outputs must not
         x = _fixed_inputs()
         with torch.no_grad():
             before = model(**x)[0].values.clone()
@@ -192,41 +202,26 @@ def test_popart_statistics_follow_the_targets_and_preserve_the_values():
         assert {"popart.mu", "popart.nu"} <= set(model.state_dict())
         backend.publish(model, learner.version)
         torch.testing.assert_close(backend.actors[0].model.popart.mu, model.popart.mu)
-    finally:
-        backend.close()
 
 
 def test_learner_updates_observation_statistics_from_new_rows_only():
-    cfg = make_cfg(normalize_observations=True)
-    env_spec = probe_env(cfg)
-    model = build_model(cfg, env_spec)
-    learner = Learner(cfg, rollout_spec(cfg, env_spec), model, torch.device("cpu"))
-    backend = SerialBackend(cfg, env_spec, model)
-    try:
+    with learner_and_backend(normalize_observations=True) as (cfg, model, learner, backend):
         batch, _ = backend.get_batch()
         learner.step(batch)
         new_rows = batch["obs"][1:].reshape(-1, 4).double()
         assert float(model.obs_norm.count) == cfg.unroll_length * cfg.batch_size
         torch.testing.assert_close(model.obs_norm.mean, new_rows.mean(0))
-    finally:
-        backend.close()
 
 
 def test_epochs_and_minibatches_make_that_many_steps_and_one_version():
-    cfg = make_cfg(optimizer="adam", batch_size=4, learner_epochs=3, learner_minibatches=2)
-    env_spec = probe_env(cfg)
-    model = build_model(cfg, env_spec)
-    learner = Learner(cfg, rollout_spec(cfg, env_spec), model, torch.device("cpu"))
-    backend = SerialBackend(cfg, env_spec, model)
-    try:
+    overrides = dict(optimizer="adam", batch_size=4, learner_epochs=3, learner_minibatches=2)
+    with learner_and_backend(**overrides) as (cfg, model, learner, backend):
         batch, _ = backend.get_batch()
         metrics = learner.step(batch)
         steps = {int(s["step"]) for s in learner.optimizer.state_dict()["state"].values()}
         assert steps == {6}  # 3 passes x 2 minibatches
         assert learner.version == 1 and learner.frames == cfg.frames_per_update
         assert math.isfinite(metrics["total_loss"]) and metrics["time_forward_s"] > 0
-    finally:
-        backend.close()
 
 
 def test_select_unrolls_takes_rows_along_the_batch_dimension():
