@@ -424,3 +424,18 @@ def test_signal_stops_the_run_with_a_checkpoint(training, tmp_path, how):
     assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
     assert "Traceback" not in run.stderr
     assert_clean_exit(run, shm_before)
+
+
+def test_preset_is_applied_printed_and_can_be_turned_off(tmp_path):
+    base = ("train", "--env", "CartPole-v1", "--backend", "serial", "--total-frames", "300", "--quiet")
+    proc = impala(*base, "--run-dir", str(tmp_path / "preset"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "preset 'classic_control' for CartPole-v1" in proc.stderr and "optimizer=adam" in proc.stderr
+    cfg = json.loads((tmp_path / "preset" / "config.json").read_text())
+    assert (cfg["optimizer"], cfg["batch_size"], cfg["popart"]) == ("adam", 8, True)
+
+    proc = impala(*base, "--no-preset", "--torso", "mlp", "--run-dir", str(tmp_path / "paper"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "no preset" in proc.stderr
+    cfg = json.loads((tmp_path / "paper" / "config.json").read_text())
+    assert (cfg["optimizer"], cfg["batch_size"], cfg["popart"], cfg["learning_rate"]) == ("rmsprop", 32, False, 6e-4)

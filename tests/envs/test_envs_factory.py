@@ -198,3 +198,25 @@ def test_import_registers_nothing_and_needs_no_torch():
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+@pytest.mark.parametrize("env_id,family", [
+    ("ALE/Pong-v5", "atari"),
+    ("MinAtar/Breakout-v1", "minatar"),
+    ("Pendulum-v1", "continuous"),
+    ("CartPole-v1", "classic_control"),
+    ("LunarLander-v3", "classic_control"),
+])
+def test_env_family(env_id, family):
+    from impala_rl.config import PRESETS
+    from impala_rl.envs import FAMILIES, env_family
+
+    assert env_family(env_id) == family
+    assert set(FAMILIES) == set(PRESETS)  # every family has a preset
+
+
+def test_env_family_of_an_unknown_id_raises():
+    from impala_rl.envs import UnknownEnvError, env_family
+
+    with pytest.raises(UnknownEnvError):
+        env_family("NoSuchEnv-v0")
