@@ -432,7 +432,7 @@ def test_preset_is_applied_printed_and_can_be_turned_off(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "preset 'classic_control' for CartPole-v1" in proc.stderr and "optimizer=adam" in proc.stderr
     cfg = json.loads((tmp_path / "preset" / "config.json").read_text())
-    assert (cfg["optimizer"], cfg["batch_size"], cfg["popart"]) == ("adam", 8, True)
+    assert (cfg["optimizer"], cfg["batch_size"], cfg["popart"]) == ("adam", 16, True)
 
     proc = impala(*base, "--no-preset", "--torso", "mlp", "--run-dir", str(tmp_path / "paper"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
