@@ -18,7 +18,7 @@ from impala_rl.config import TrainConfig
 from impala_rl.core.losses import impala_loss
 from impala_rl.core.optim import RMSpropTF
 from impala_rl.runtime.actor import net_inputs
-from impala_rl.runtime.types import ROW_FIELDS, Batch, RolloutSpec
+from impala_rl.runtime.types import Batch, RolloutSpec, select_unrolls
 
 
 def loss_inputs(batch: Batch, cfg: TrainConfig) -> dict:
@@ -43,11 +43,6 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     cls = RMSpropTF if cfg.optimizer == "rmsprop_tf" else torch.optim.RMSprop
     return cls(params, lr=cfg.learning_rate, alpha=cfg.rmsprop_decay, momentum=cfg.rmsprop_momentum,
                eps=cfg.rmsprop_epsilon)
-
-
-def select_unrolls(batch: Batch, idx: torch.Tensor) -> Batch:
-    """The unrolls ``idx`` of a batch: row fields [T+1, B, ...] along dim 1, slot fields [B, ...] along dim 0."""
-    return {k: v.index_select(1 if k in ROW_FIELDS else 0, idx) for k, v in batch.items()}
 
 
 def average_metrics(results: list[dict[str, float]]) -> dict[str, float]:

@@ -120,3 +120,8 @@ def gather_batch(buffers: Batch, indices: list[int] | torch.Tensor, pin_memory: 
         picked = picked.transpose(0, 1) if name in ROW_FIELDS else picked
         out[name] = picked.pin_memory() if pin_memory else picked.contiguous()
     return out
+
+
+def select_unrolls(batch: Batch, idx: torch.Tensor) -> Batch:
+    """The unrolls ``idx`` of a batch: row fields [T+1, B, ...] along dim 1, slot fields [B, ...] along dim 0."""
+    return {k: v.index_select(1 if k in ROW_FIELDS else 0, idx) for k, v in batch.items()}
