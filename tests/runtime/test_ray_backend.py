@@ -262,7 +262,8 @@ def test_two_nodes_learn_cartpole_through_an_actor_kill(tmp_path, cluster):
     assert summary["actor_restarts"] >= 1, summary
     lines = actor_lines(run_dir)
     assert {head.node_id, worker.node_id} <= {n for _, n, _ in lines}, lines  # both nodes ran actors
-    assert any(a == victim_id and p != victim_pid for a, _, p in lines), lines  # a replacement ran
+    # A replacement incarnation of the victim ran (counted by log line: the OS may reuse the pid).
+    assert sum(a == victim_id for a, _, _ in lines) >= 2, lines
     log = (run_dir / "train.log").read_text()
     assert f"actor {victim_id} lost" in log
 
