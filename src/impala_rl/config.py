@@ -33,6 +33,8 @@ NATIVE_ENV = ("auto", "on", "off")
 INFERENCE = ("actor", "central")
 OPTIMIZERS = ("rmsprop", "rmsprop_tf", "adam")
 INITS = ("orthogonal", "torch")
+ACTIVATIONS = ("relu", "tanh")
+VALUE_TORSOS = ("shared", "separate")
 
 
 class ConfigError(ValueError):
@@ -60,6 +62,9 @@ class TrainConfig:
     use_lstm: bool = _f(False, "Add the paper's LSTM core (input: features, one-hot last action, clipped reward).", "model")
     lstm_size: int = _f(256, "LSTM hidden size.", "model")
     mlp_sizes: tuple = _f((64, 64), "Hidden layer sizes of the MLP torso.", "model")
+    mlp_activation: str = _f("relu", "Nonlinearity of the MLP torso: relu or tanh.", "model")
+    value_torso: str = _f("shared", "shared: policy and value heads on one torso (the paper); separate: the value "
+                          "head gets a torso of its own (not with --use-lstm).", "model")
     channels_last: bool = _f(True, "Image torsos: channels-last memory format (faster convolutions on CPU).", "model")
     init: str = _f("orthogonal", "Weight init: orthogonal (torso gain sqrt 2, value head 1, zero biases) or torch "
                    "(PyTorch's defaults); the policy head is always orthogonal with gain 0.01.", "model")
@@ -200,6 +205,8 @@ class TrainConfig:
         choice("inference", INFERENCE)
         choice("optimizer", OPTIMIZERS)
         choice("init", INITS)
+        choice("mlp_activation", ACTIVATIONS)
+        choice("value_torso", VALUE_TORSOS)
         for name in ("unroll_length", "batch_size", "num_actors", "envs_per_actor", "env_groups", "total_frames",
                      "lstm_size", "learning_rate", "log_interval", "checkpoint_interval", "max_nonfinite"):
             positive(name)
@@ -212,6 +219,8 @@ class TrainConfig:
             raise ConfigError(f"sticky_actions must be in [0, 1], got {self.sticky_actions}")
         if not 0.0 < self.vtrace_lambda <= 1.0:
             raise ConfigError(f"vtrace_lambda must be in (0, 1], got {self.vtrace_lambda}")
+        if self.use_lstm and self.value_torso == "separate":
+            raise ConfigError("value_torso 'separate' cannot be combined with --use-lstm; use one or the other")
         positive("learner_epochs")
         positive("learner_minibatches")
         if self.batch_size % self.learner_minibatches:

@@ -300,3 +300,40 @@ def test_popart_network_returns_unnormalised_values():
         out = net(obs, **zeros)[0]
         head = net.value_head(net.torso(obs.reshape(6, 4))).view(2, 3, 1)
     _torch.testing.assert_close(out.values, 2.0 * head + 3.0)
+
+
+def test_tanh_activation_bounds_the_mlp_features():
+    obs = torch.randn(3, 2, 5) * 100  # large inputs: ReLU features grow with them, tanh ones cannot
+    features = {}
+    for activation in ("relu", "tanh"):
+        net = make_net(use_lstm=False, activation=activation)
+        features[activation] = net.torso(obs.reshape(6, 5))
+    assert float(features["tanh"].abs().max()) <= 1.0
+    assert float(features["relu"].min()) >= 0.0 and float(features["relu"].max()) > 1.0
+    with pytest.raises(ValueError, match=r"unknown activation 'gelu'; choose one of \('relu', 'tanh'\)"):
+        make_net(use_lstm=False, activation="gelu")
+
+
+def test_separate_value_torso_shares_no_weights_with_the_policy():
+    net = make_net(use_lstm=False, policy_type="gaussian", separate_value_torso=True)
+    inputs = make_inputs(net, 4, 2)
+    before = net(*inputs)[0]
+    with torch.no_grad():  # change the value torso: the policy must not move, the values must
+        for p in net.value_torso.parameters():
+            p.add_(1.0)
+    after = net(*inputs)[0]
+    torch.testing.assert_close(after.policy_params, before.policy_params, rtol=0, atol=0)
+    assert not torch.allclose(after.values, before.values)
+    # ... and the other way round: the policy torso does not feed the values.
+    with torch.no_grad():
+        for p in net.torso.parameters():
+            p.add_(1.0)
+    torch.testing.assert_close(net(*inputs)[0].values, after.values, rtol=0, atol=0)
+    # Orthogonal init covers the value torso too (zero biases).
+    fresh = make_net(use_lstm=False, separate_value_torso=True)
+    assert all(float(m.bias.abs().max()) == 0.0 for m in fresh.value_torso.modules() if isinstance(m, torch.nn.Linear))
+
+
+def test_separate_value_torso_is_refused_with_the_lstm():
+    with pytest.raises(ValueError, match="separate value torso cannot be combined with the LSTM"):
+        make_net(use_lstm=True, separate_value_torso=True)

@@ -88,6 +88,10 @@ class ImpalaNet(nn.Module):
         normalize_observations: normalise observations by running statistics kept in the
             network (:class:`~impala_rl.models.normalizer.ObservationNormalizer`); the
             learner updates them. For vector observations (MuJoCo).
+        activation: the MLP torso's nonlinearity, ``'relu'`` or ``'tanh'``.
+        separate_value_torso: give the value head a torso of its own (same architecture,
+            its own weights) so value and policy share no features, as PPO's MuJoCo
+            setups do. Not with ``use_lstm`` (the core would feed the policy only).
 
     Raises:
         ValueError: an unknown option, or an ``obs_shape`` the torso cannot take (the
@@ -109,6 +113,8 @@ class ImpalaNet(nn.Module):
         popart: bool = False,
         popart_beta: float = 3e-4,
         normalize_observations: bool = False,
+        activation: str = "relu",
+        separate_value_torso: bool = False,
     ):
         super().__init__()
         if init not in INITS:
@@ -120,6 +126,9 @@ class ImpalaNet(nn.Module):
                 raise ValueError(f"{name} must be >= 1; got {value}")
         if use_lstm and lstm_size < 1:
             raise ValueError(f"lstm_size must be >= 1; got {lstm_size}")
+        if use_lstm and separate_value_torso:
+            raise ValueError("a separate value torso cannot be combined with the LSTM core; "
+                             "use one or the other")
 
         self.obs_shape = tuple(int(d) for d in obs_shape)
         self.action_dim = int(action_dim)
@@ -128,7 +137,9 @@ class ImpalaNet(nn.Module):
         self.num_values = int(num_values)
 
         self.obs_norm = ObservationNormalizer(self.obs_shape) if normalize_observations else None
-        self.torso = make_torso(torso, self.obs_shape, mlp_sizes, channels_last)
+        self.torso = make_torso(torso, self.obs_shape, mlp_sizes, channels_last, activation)
+        self.value_torso = (make_torso(torso, self.obs_shape, mlp_sizes, channels_last, activation)
+                            if separate_value_torso else None)
         features = self.torso.output_size
         if use_lstm:
             # Input: torso features, last action (A), last reward (1).
@@ -146,7 +157,8 @@ class ImpalaNet(nn.Module):
         self.value_head = nn.Linear(self.core_output_size, self.num_values)
         self.popart = PopArt(self.num_values, beta=popart_beta) if popart else None
         if init == "orthogonal":
-            for module in self.torso.modules():
+            torsos = [self.torso] + ([self.value_torso] if self.value_torso is not None else [])
+            for module in (m for t in torsos for m in t.modules()):
                 if isinstance(module, (nn.Linear, nn.Conv2d)):
                     # Through a contiguous copy: orthogonal_ cannot view a channels_last weight.
                     weight = torch.empty(module.weight.shape)
@@ -210,7 +222,8 @@ class ImpalaNet(nn.Module):
         # One batched torso call over all T * B observations.
         if self.obs_norm is not None:
             obs = self.obs_norm(obs)
-        features = self.torso(obs.reshape(T * B, *self.obs_shape)).view(T, B, -1)
+        flat_obs = obs.reshape(T * B, *self.obs_shape)
+        features = self.torso(flat_obs).view(T, B, -1)
         if self.use_lstm:
             features, core_state = self._unroll_lstm(
                 features, last_action, last_reward, first, core_state
@@ -218,7 +231,10 @@ class ImpalaNet(nn.Module):
         policy_params = self.policy_head(features)
         if self.policy_type == "gaussian":
             policy_params = torch.cat([policy_params, self.log_std.expand_as(policy_params)], -1)
-        values = self.value_head(features)
+        if self.value_torso is not None:
+            values = self.value_head(self.value_torso(flat_obs).view(T, B, -1))
+        else:
+            values = self.value_head(features)
         if self.popart is not None:
             values = values * self.popart.sigma + self.popart.mu
         return NetOutput(policy_params, values), core_state

@@ -44,23 +44,30 @@ def _scale_image(x: torch.Tensor) -> torch.Tensor:
     return x.float()
 
 
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+"""Nonlinearities the MLP torso accepts (``activation=``)."""
+
+
 class MLPTorso(nn.Module):
-    """Fully connected layers, each followed by ReLU.
+    """Fully connected layers, each followed by ReLU (or tanh).
 
     Args:
         obs_dim: D, the length of a flat observation.
         sizes: hidden layer widths; ``()`` makes the torso the identity on float input.
+        activation: ``'relu'`` or ``'tanh'`` (the usual choice for MuJoCo policies).
 
     forward: ``[N, D]`` (any real dtype) -> float32 ``[N, output_size]``, where
     ``output_size = sizes[-1]`` (or D when ``sizes`` is empty).
     """
 
-    def __init__(self, obs_dim: int, sizes: Sequence[int] = (64, 64)):
+    def __init__(self, obs_dim: int, sizes: Sequence[int] = (64, 64), activation: str = "relu"):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {tuple(ACTIVATIONS)}")
         layers: list[nn.Module] = []
         in_size = obs_dim
         for size in sizes:
-            layers += [nn.Linear(in_size, size), nn.ReLU()]
+            layers += [nn.Linear(in_size, size), ACTIVATIONS[activation]()]
             in_size = size
         self.layers = nn.Sequential(*layers)
         self.output_size = in_size
@@ -243,12 +250,14 @@ def make_torso(
     obs_shape: Sequence[int],
     mlp_sizes: Sequence[int] = (64, 64),
     channels_last: bool = False,
+    activation: str = "relu",
 ) -> nn.Module:
     """Build the torso called ``name`` for observations of shape ``obs_shape``.
 
     ``'mlp'`` needs ``obs_shape == (D,)``; ``'shallow'``, ``'deep'`` and ``'minatar'``
     need ``obs_shape == (C, H, W)``. ``channels_last`` applies to image torsos and is ignored
-    by ``'mlp'`` (there is no image to lay out), so one setting can serve every environment.
+    by ``'mlp'`` (there is no image to lay out), so one setting can serve every environment;
+``activation`` applies to ``'mlp'`` only (the image torsos are the paper's, with ReLU).
 
     Raises:
         ValueError: unknown name, or an observation rank the torso cannot take.
@@ -262,7 +271,7 @@ def make_torso(
                 f"torso 'mlp' needs flat observations [D]; this environment's observations "
                 f"have shape {obs_shape}. Use --torso shallow, deep or minatar for images"
             )
-        return MLPTorso(obs_shape[0], mlp_sizes)
+        return MLPTorso(obs_shape[0], mlp_sizes, activation)
     if len(obs_shape) != 3:
         raise ValueError(
             f"torso {name!r} needs image observations [C, H, W]; this environment's "

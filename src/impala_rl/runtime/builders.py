@@ -49,7 +49,8 @@ def build_model(cfg: TrainConfig, env_spec: EnvSpec) -> ImpalaNet:
                          torso=resolve_torso(cfg, env_spec), use_lstm=cfg.use_lstm, lstm_size=cfg.lstm_size,
                          mlp_sizes=tuple(cfg.mlp_sizes), channels_last=cfg.channels_last and env_spec.is_image,
                          init=cfg.init, popart=cfg.popart, popart_beta=cfg.popart_beta,
-                         normalize_observations=cfg.normalize_observations)
+                         normalize_observations=cfg.normalize_observations, activation=cfg.mlp_activation,
+                         separate_value_torso=cfg.value_torso == "separate")
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
