@@ -25,7 +25,7 @@ from impala_rl.bench import measure_learner, measure_train
 from impala_rl.config import TrainConfig, apply_preset
 from impala_rl.envs import env_family
 from impala_rl.runtime.builders import probe_env
-from impala_rl.runtime.train import resolve_device
+from impala_rl.runtime.builders import resolve_device
 
 
 def object_store_stats() -> str:

@@ -19,6 +19,7 @@ In one invocation, with the same environment pipeline, network and cores:
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -31,9 +32,11 @@ import torch.multiprocessing as mp
 from impala_rl.config import TrainConfig
 from impala_rl.envs import EnvSpec
 from impala_rl.envs.vector import make_env_group
-from impala_rl.runtime.builders import atari_options, build_model, probe_env, rollout_spec
-from impala_rl.runtime.learner import Learner
-from impala_rl.runtime.train import make_backend, resolve_device
+from impala_rl.runtime.builders import atari_options, build_learner, probe_env, rollout_spec
+from impala_rl.runtime.backends import make_backend
+from impala_rl.runtime.builders import resolve_device
+from impala_rl.runtime.loop import run_loop
+from impala_rl.runtime.sources import FreshUnrolls
 
 
 @dataclass
@@ -75,11 +78,13 @@ def _env_worker(cfg: TrainConfig, duration: float, seed: int, out) -> None:
 
 def _inference_worker(cfg: TrainConfig, env_spec: EnvSpec, duration: float, seed: int, out) -> None:
     torch.set_num_threads(1)
-    from impala_rl.core import distributions
-    from impala_rl.runtime.actor import net_inputs
+    from impala_rl.agents import make_agent
+    from impala_rl.models import net_inputs
 
-    model = build_model(cfg, env_spec).eval()
+    agent = make_agent(cfg, env_spec)
+    model = agent.build_model().eval()
     spec = rollout_spec(cfg, env_spec)
+    generator = torch.Generator().manual_seed(seed)
     b = max(1, cfg.envs_per_actor // cfg.env_groups)
     row = {k: v[:, 0] for k, v in spec.allocate(b).items() if v.dim() > 1}
     if spec.obs_dtype == torch.uint8:
@@ -91,7 +96,7 @@ def _inference_worker(cfg: TrainConfig, env_spec: EnvSpec, duration: float, seed
             inputs = net_inputs(row["obs"][None], row["first"][None], row["last_action"][None],
                                 row["reward"][None], cfg.reward_clip)
             out_, state = model(core_state=state, **inputs)
-            distributions.sample(spec.policy_type, out_.policy_params[0])
+            agent.act(out_, generator)
             steps += b
     out.put(steps * cfg.frames_per_step / (time.perf_counter() - t0))
 
@@ -136,16 +141,17 @@ def synthetic_batch(cfg: TrainConfig, env_spec: EnvSpec) -> dict:
         buffers["obs"].random_(0, 256, generator=g)
     else:
         buffers["obs"].normal_(generator=g)
-    if spec.policy_type == "categorical":
-        buffers["action"].random_(0, spec.action_dim, generator=g)
-    buffers["policy_params"].normal_(generator=g)
+    if env_spec.policy_type == "categorical":
+        buffers["action"].random_(0, env_spec.action_dim, generator=g)
+    for name, _, dtype in spec.records:  # the agent's records (IMPALA: behaviour policy parameters)
+        if dtype.is_floating_point:
+            buffers[name].normal_(generator=g)
     buffers["reward"].normal_(generator=g)
-    from impala_rl.runtime.types import gather_batch
-    return gather_batch(buffers, list(range(cfg.batch_size)))
+    return spec.gather(buffers, list(range(cfg.batch_size)))
 
 
 def measure_learner(cfg: TrainConfig, env_spec: EnvSpec, duration: float, device: torch.device) -> float:
-    learner = Learner(cfg, rollout_spec(cfg, env_spec), build_model(cfg, env_spec), device)
+    learner = build_learner(cfg, env_spec, device=device)
     batch = synthetic_batch(cfg, env_spec)
     for _ in range(3):  # warm-up (allocator, kernels, torch.compile if any)
         learner.step(batch)
@@ -161,33 +167,32 @@ def measure_learner(cfg: TrainConfig, env_spec: EnvSpec, duration: float, device
 def measure_train(cfg: TrainConfig, env_spec: EnvSpec, warmup: float, duration: float,
                   device: torch.device) -> tuple[float, dict, dict]:
     """Steady-state training frames/s and where the learner and the actors spent their time."""
-    learner = Learner(cfg, rollout_spec(cfg, env_spec), build_model(cfg, env_spec), device)
-    backend = make_backend(cfg, env_spec, learner.model)
+    learner = build_learner(cfg, env_spec, device=device)
+    backend = make_backend(cfg, env_spec, learner)
     learner_t = {"wait_batch": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0, "publish": 0.0}
+    window = {"measuring": False, "frames0": 0, "actors0": {}, "t0": 0.0}
+
+    def measure(step) -> str | None:
+        """Warm up, then account the learner's time for ``duration`` seconds."""
+        now = time.perf_counter()
+        if not window["measuring"]:
+            if now - t_begin >= warmup:
+                window.update(measuring=True, frames0=step.frames, actors0=backend.actor_timings(), t0=now)
+            return None
+        m = step.metrics
+        learner_t["wait_batch"] += step.wait_s
+        learner_t["forward"] += m.get("time_forward_s", 0.0)
+        learner_t["backward"] += m.get("time_backward_s", 0.0)
+        learner_t["optimizer"] += m.get("time_optimizer_s", 0.0)
+        learner_t["publish"] += step.publish_s
+        return "measured" if now - window["t0"] >= duration else None
+
     try:
         backend.start()
         t_begin = time.perf_counter()
-        measuring, frames0, actors0, t0 = False, 0, {}, t_begin
-        while True:
-            now = time.perf_counter()
-            if not measuring and now - t_begin >= warmup:
-                measuring, frames0, actors0, t0 = True, learner.frames, backend.actor_timings(), now
-                learner_t = dict.fromkeys(learner_t, 0.0)
-            if measuring and now - t0 >= duration:
-                break
-            a = time.perf_counter()
-            batch, _ = backend.get_batch()
-            b = time.perf_counter()
-            m = learner.step(batch)
-            c = time.perf_counter()
-            backend.publish(learner.model, learner.version)
-            d = time.perf_counter()
-            learner_t["wait_batch"] += b - a
-            learner_t["forward"] += m.get("time_forward_s", 0.0)
-            learner_t["backward"] += m.get("time_backward_s", 0.0)
-            learner_t["optimizer"] += m.get("time_optimizer_s", 0.0)
-            learner_t["publish"] += d - c
-        elapsed = time.perf_counter() - t0
+        run_loop(FreshUnrolls(backend), learner, backend.publish, [measure], total_frames=math.inf)
+        elapsed = time.perf_counter() - window["t0"]
+        frames0, actors0 = window["frames0"], window["actors0"]
         fps = (learner.frames - frames0) / elapsed
         actors1 = backend.actor_timings()
     finally:

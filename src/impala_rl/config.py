@@ -26,14 +26,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 BACKENDS = ("local", "serial", "ray")
-TORSOS = ("auto", "mlp", "shallow", "deep", "minatar")
-CORRECTIONS = ("vtrace", "1step_is", "epsilon", "none")
 DEVICES = ("auto", "cpu", "cuda")
 NATIVE_ENV = ("auto", "on", "off")
 INFERENCE = ("actor", "central")
 OPTIMIZERS = ("rmsprop", "rmsprop_tf", "adam")
-INITS = ("orthogonal", "torch")
-ACTIVATIONS = ("relu", "tanh")
+
 VALUE_TORSOS = ("shared", "separate")
 
 
@@ -47,6 +44,22 @@ def _f(default: Any, help: str, group: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, "group": group, **kw})
 
 
+def _vocabulary(name: str) -> tuple[str, ...]:
+    """The values a field accepts, from the module that defines them (imported only when
+    validating, so that ``--help`` does not load torch)."""
+    if name == "correction":
+        from impala_rl.core.corrections import CORRECTIONS
+        return CORRECTIONS
+    if name == "torso":
+        from impala_rl.models.torsos import TORSOS
+        return ("auto", *TORSOS)
+    if name == "init":
+        from impala_rl.models.net import INITS
+        return INITS
+    from impala_rl.models.torsos import ACTIVATIONS
+    return tuple(ACTIVATIONS)
+
+
 @dataclass
 class TrainConfig:
     # --- environment -------------------------------------------------------------
@@ -57,6 +70,8 @@ class TrainConfig:
     noop_max: int = _f(30, "Atari: up to this many no-op actions after reset.", "environment")
     max_episode_frames: int = _f(108_000, "Atari: cap on emulator frames per episode (truncation).", "environment")
     # --- model --------------------------------------------------------------------
+    agent: str = _f("impala", "The agent: impala, or module:Class for an agent defined elsewhere "
+                    "(see impala_rl.agents).", "algorithm")
     torso: str = _f("auto", "Network torso: auto (minatar for MinAtar ids, shallow for other images, mlp for "
                     "vectors), mlp, shallow, deep, minatar.", "model")
     use_lstm: bool = _f(False, "Add the paper's LSTM core (input: features, one-hot last action, clipped reward).", "model")
@@ -145,7 +160,9 @@ class TrainConfig:
     # ---------------------------------------------------------------- derived values
     @property
     def is_atari(self) -> bool:
-        return self.env.startswith("ALE/")
+        from impala_rl.envs.factory import is_atari  # one definition of what gets the Atari pipeline
+
+        return is_atari(self.env)
 
     @property
     def total_envs(self) -> int:
@@ -198,14 +215,14 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
         choice("backend", BACKENDS)
-        choice("torso", TORSOS)
-        choice("correction", CORRECTIONS)
+        choice("torso", _vocabulary("torso"))
+        choice("correction", _vocabulary("correction"))
         choice("device", DEVICES)
         choice("native_env", NATIVE_ENV)
         choice("inference", INFERENCE)
         choice("optimizer", OPTIMIZERS)
-        choice("init", INITS)
-        choice("mlp_activation", ACTIVATIONS)
+        choice("init", _vocabulary("init"))
+        choice("mlp_activation", _vocabulary("mlp_activation"))
         choice("value_torso", VALUE_TORSOS)
         for name in ("unroll_length", "batch_size", "num_actors", "envs_per_actor", "env_groups", "total_frames",
                      "lstm_size", "learning_rate", "log_interval", "checkpoint_interval", "max_nonfinite"):

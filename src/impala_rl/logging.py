@@ -1,7 +1,9 @@
 """Run logging: a live progress line, CSV files and TensorBoard scalars in the run directory.
 
 Files written under the run directory:
-- ``metrics.csv``: one row per log interval (columns ``METRIC_COLUMNS``);
+- ``metrics.csv``: one row per log interval: the ``PROGRESS_COLUMNS``, then every metric
+  the learner, the agent and the backend recorded, in the order they first appeared (a
+  metric that first appears later widens the file: it is rewritten with the new header);
 - ``episodes.csv``: one row per finished episode (frames, return, length);
 - ``tb/``: the same scalars for TensorBoard;
 - ``train.log``: the log messages (actor restarts, warnings, the final summary).
@@ -17,12 +19,9 @@ import time
 from collections import deque
 from pathlib import Path
 
-METRIC_COLUMNS = (
+PROGRESS_COLUMNS = (
     "frames", "elapsed_s", "fps", "learner_steps", "learner_steps_per_s",
     "episode_return", "episode_length", "episodes",
-    "total_loss", "pg_loss", "baseline_loss", "entropy_loss", "entropy",
-    "mean_rho", "rho_clipped_fraction", "mean_vs", "mean_advantage", "popart_mu", "popart_sigma", "policy_lag_mean", "policy_lag_max",
-    "grad_norm", "learning_rate", "actor_restarts", "nonfinite_total", "learner_wait_s",
 )
 _MAX_COLUMNS = {"policy_lag_max"}
 _LAST_COLUMNS = {"learning_rate", "nonfinite_total"}
@@ -82,11 +81,14 @@ class RunLogger:
         self.episodes = 0
         self._acc: dict[str, list[float]] = {}
         self.last_row: dict[str, float] = {}
-        new = not (self.run_dir / "metrics.csv").exists()
-        self._metrics_file = open(self.run_dir / "metrics.csv", "a", newline="")
-        self._metrics = csv.DictWriter(self._metrics_file, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-        if new:
-            self._metrics.writeheader()
+        self._metrics_path = self.run_dir / "metrics.csv"
+        self.columns: list[str] = list(PROGRESS_COLUMNS)
+        if self._metrics_path.exists():  # a resumed run: keep its columns
+            with open(self._metrics_path, newline="") as f:
+                self.columns = next(csv.reader(f), None) or self.columns
+        else:
+            self._metrics_path.write_text(",".join(self.columns) + "\n")
+        self._metrics_file = open(self._metrics_path, "a", newline="")
         new = not (self.run_dir / "episodes.csv").exists()
         self._episodes_file = open(self.run_dir / "episodes.csv", "a", newline="")
         self._episodes = csv.writer(self._episodes_file)
@@ -138,8 +140,7 @@ class RunLogger:
         self._acc = {}
         self.last_time, self.last_frames, self.last_steps = now, frames, self.steps
         self.last_row = row
-        self._metrics.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        self._metrics_file.flush()
+        self._write_metrics_row({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
         self._episodes_file.flush()
         if self._tb is not None:
             for k, v in row.items():
@@ -149,6 +150,21 @@ class RunLogger:
         if not self.quiet:
             print(self.progress_line(row), file=sys.stderr, flush=True)
         return row
+
+    def _write_metrics_row(self, row: dict) -> None:
+        new = [k for k in row if k not in self.columns]
+        if new:  # widen the file: rewrite it under the new header (earlier rows leave the new columns empty)
+            self._metrics_file.close()
+            with open(self._metrics_path, newline="") as f:
+                old_rows = list(csv.DictReader(f))
+            self.columns += new
+            with open(self._metrics_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.columns)
+                writer.writeheader()
+                writer.writerows(old_rows)
+            self._metrics_file = open(self._metrics_path, "a", newline="")
+        csv.DictWriter(self._metrics_file, fieldnames=self.columns).writerow(row)
+        self._metrics_file.flush()
 
     def progress_line(self, row: dict[str, float]) -> str:
         frames = row["frames"]

@@ -7,18 +7,23 @@ import subprocess
 import sys
 import threading
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from impala_rl.agents.impala import ImpalaAgent
+from impala_rl.config import TrainConfig
+from impala_rl.envs import EnvSpec
 from impala_rl.models import ImpalaNet
 from impala_rl.runtime.inference import InferenceServer, RemoteForward
 from impala_rl.runtime.types import RolloutSpec
 
 
 def _spec(core_size: int) -> RolloutSpec:
-    return RolloutSpec(unroll_length=5, obs_shape=(4,), obs_dtype=torch.float32, policy_type="categorical",
-                       action_dim=2, num_policy_params=2, core_size=core_size)
+    env_spec = EnvSpec((4,), np.dtype(np.float32), "categorical", 2)
+    cfg = TrainConfig(unroll_length=5, use_lstm=core_size > 0, lstm_size=max(core_size, 1))
+    return RolloutSpec.for_agent(5, env_spec, ImpalaAgent(cfg, env_spec))
 
 
 @pytest.mark.parametrize("use_lstm", [False, True])

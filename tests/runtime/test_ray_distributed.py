@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import socket
-import time
 
 import pytest
 import torch
@@ -23,10 +22,9 @@ pytest.importorskip("ray")
 
 from impala_rl.config import TrainConfig  # noqa: E402
 from impala_rl.runtime.backends import ray_backend  # noqa: E402
-from impala_rl.runtime.builders import build_model, probe_env, rollout_spec  # noqa: E402
+from impala_rl.runtime.builders import build_learner, probe_env  # noqa: E402
 from impala_rl.runtime.distributed import (MultiLearnerBackend, actor_share, average_gradients,  # noqa: E402
                                            parameter_hash)
-from impala_rl.runtime.learner import Learner  # noqa: E402
 from impala_rl.runtime.train import Trainer  # noqa: E402
 
 ray = ray_backend.import_ray(loopback=True)
@@ -104,7 +102,7 @@ def test_two_learners_hold_identical_parameters(no_new_ray_services):
     cfg = make_cfg()
     assert actor_share(cfg, 0) == [0] and actor_share(cfg, 1) == [1]
     env_spec = probe_env(cfg)
-    learner = Learner(cfg, rollout_spec(cfg, env_spec), build_model(cfg, env_spec), torch.device("cpu"))
+    learner = build_learner(cfg, env_spec)
     initial = parameter_hash(learner.model)
     backend = MultiLearnerBackend(cfg, env_spec, learner)
     try:

@@ -9,8 +9,7 @@ import torch
 
 from impala_rl.config import TrainConfig
 from impala_rl.runtime.backends.serial import SerialBackend
-from impala_rl.runtime.builders import build_model, probe_env, rollout_spec
-from impala_rl.runtime.learner import Learner
+from impala_rl.runtime.builders import build_learner, build_model, probe_env
 
 STEPS = 20
 T, B = 5, 2
@@ -29,7 +28,7 @@ def test_pong_learner_steps(torso, use_lstm):
     env_spec = probe_env(cfg)
     assert env_spec.obs_shape == (4, 84, 84)
     model = build_model(cfg, env_spec)
-    learner = Learner(cfg, rollout_spec(cfg, env_spec), model, torch.device("cpu"))
+    learner = build_learner(cfg, env_spec, model)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     backend = SerialBackend(cfg, env_spec, model)
     try:

@@ -10,10 +10,12 @@ import torch
 
 from impala_rl.checkpoint import load_checkpoint
 from impala_rl.config import TrainConfig
+from impala_rl.agents.impala import agent as impala_agent_module
 from impala_rl.runtime import learner as learner_module
 from impala_rl.runtime.backends.serial import SerialBackend
-from impala_rl.runtime.builders import build_model, probe_env, rollout_spec
+from impala_rl.runtime.builders import build_learner, build_model, probe_env
 from impala_rl.runtime.learner import Learner
+from impala_rl.runtime.types import select_unrolls
 from impala_rl.runtime.train import Trainer
 
 
@@ -32,7 +34,7 @@ def setup():
     cfg = make_cfg()
     env_spec = probe_env(cfg)
     model = build_model(cfg, env_spec)
-    learner = Learner(cfg, rollout_spec(cfg, env_spec), model, torch.device("cpu"))
+    learner = build_learner(cfg, env_spec, model)
     backend = SerialBackend(cfg, env_spec, model)
     yield cfg, learner, backend
     backend.close()
@@ -92,14 +94,13 @@ def test_nonfinite_gradient_skips_the_update(setup, monkeypatch):
 def test_learning_rate_anneals_linearly_to_zero():
     cfg = make_cfg(total_frames=1000, learning_rate=0.01)
     env_spec = probe_env(cfg)
-    learner = Learner(cfg, rollout_spec(cfg, env_spec), build_model(cfg, env_spec), torch.device("cpu"))
+    learner = build_learner(cfg, env_spec)
     assert learner.learning_rate() == pytest.approx(0.01)
     learner.frames = 250
     assert learner.learning_rate() == pytest.approx(0.0075)
     learner.frames = 2000  # past the end: clamped at 0, never negative
     assert learner.learning_rate() == 0.0
-    flat = Learner(make_cfg(learning_rate=0.01, lr_anneal=False), rollout_spec(cfg, env_spec),
-                   build_model(cfg, env_spec), torch.device("cpu"))
+    flat = build_learner(make_cfg(learning_rate=0.01, lr_anneal=False), env_spec)
     flat.frames = 900
     assert flat.learning_rate() == 0.01
 
@@ -116,7 +117,7 @@ def test_step_uses_the_scheduled_learning_rate(setup):
 def test_trainer_stops_after_max_nonfinite_losses_and_keeps_good_weights(tmp_path, monkeypatch):
     good_steps, max_nonfinite = 3, 4
     calls = {"n": 0}
-    original = learner_module.loss_inputs
+    original = impala_agent_module.loss_inputs
 
     def poisoned(batch, cfg):
         calls["n"] += 1
@@ -125,7 +126,7 @@ def test_trainer_stops_after_max_nonfinite_losses_and_keeps_good_weights(tmp_pat
             out["rewards"] = out["rewards"] * float("nan")
         return out
 
-    monkeypatch.setattr(learner_module, "loss_inputs", poisoned)
+    monkeypatch.setattr(impala_agent_module, "loss_inputs", poisoned)
     cfg = make_cfg(tmp_path, max_nonfinite=max_nonfinite)
     trainer = Trainer(cfg)
     after_good = {}
@@ -158,7 +159,7 @@ def test_trainer_stops_after_max_nonfinite_losses_and_keeps_good_weights(tmp_pat
 def test_optimizer_choice(optimizer, cls):
     cfg = make_cfg(optimizer=optimizer)
     env_spec = probe_env(cfg)
-    learner = Learner(cfg, rollout_spec(cfg, env_spec), build_model(cfg, env_spec), torch.device("cpu"))
+    learner = build_learner(cfg, env_spec)
     assert type(learner.optimizer) is cls
 
 
@@ -174,7 +175,7 @@ def learner_and_backend(**overrides):
     cfg = make_cfg(**overrides)
     env_spec = probe_env(cfg)
     model = build_model(cfg, env_spec)
-    learner = Learner(cfg, rollout_spec(cfg, env_spec), model, torch.device("cpu"))
+    learner = build_learner(cfg, env_spec, model)
     backend = SerialBackend(cfg, env_spec, model)
     try:
         yield cfg, model, learner, backend
@@ -226,7 +227,7 @@ def test_epochs_and_minibatches_make_that_many_steps_and_one_version():
 
 def test_select_unrolls_takes_rows_along_the_batch_dimension():
     batch = {"obs": torch.arange(3 * 4).view(3, 4), "version": torch.tensor([10, 11, 12, 13])}
-    picked = learner_module.select_unrolls(batch, torch.tensor([2, 0]))
+    picked = select_unrolls(batch, torch.tensor([2, 0]), row_names={"obs"})
     assert torch.equal(picked["obs"], torch.tensor([[2, 0], [6, 4], [10, 8]]))
     assert torch.equal(picked["version"], torch.tensor([12, 10]))
 

@@ -17,8 +17,7 @@ import torch
 
 from impala_rl.config import TrainConfig
 from impala_rl.runtime.backends.local import LocalBackend, SharedWeights
-from impala_rl.runtime.builders import build_model, probe_env
-from impala_rl.runtime.learner import Learner
+from impala_rl.runtime.builders import build_learner, build_model, probe_env
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -97,7 +96,7 @@ def run():
     env_spec = probe_env(cfg)
     model = build_model(cfg, env_spec)
     backend = LocalBackend(cfg, env_spec, model)
-    learner = Learner(cfg, backend.spec, model, torch.device("cpu"))
+    learner = build_learner(cfg, env_spec, model)
     weights = {0: {k: v.clone() for k, v in model.state_dict().items()}}
     rec.update(cfg=cfg, env_spec=env_spec, backend=backend, weights=weights, batches=[], metrics=[],
                accounting=[])
@@ -224,7 +223,7 @@ def test_sync_mode_has_no_policy_lag():
     cfg = make_cfg(num_actors=1, envs_per_actor=2, batch_size=2, sync=True)
     env_spec = probe_env(cfg)
     model = build_model(cfg, env_spec)
-    learner = Learner(cfg, rollout_spec_of(cfg, env_spec), model, torch.device("cpu"))
+    learner = build_learner(cfg, env_spec, model)
     with LocalBackend(cfg, env_spec, model) as backend:
         for step in range(6):
             batch, _ = backend.get_batch()

@@ -9,10 +9,10 @@ from impala_rl.config import TrainConfig
 from impala_rl.envs import describe, make_env
 from impala_rl.envs.vector import GymEnvGroup
 from impala_rl.models import ImpalaNet
-from impala_rl.runtime.actor import Actor, net_inputs
-from impala_rl.runtime.builders import rollout_spec
-from impala_rl.runtime.learner import Learner
-from impala_rl.runtime.types import gather_batch
+from impala_rl.models import net_inputs
+from impala_rl.runtime.actor import Actor
+from impala_rl.runtime.builders import build_learner, rollout_spec
+from impala_rl.agents import make_agent
 
 T = 5  # unroll length
 N = 3  # environments
@@ -42,15 +42,16 @@ def unrolls():
     """Two consecutive unrolls of one actor: (net, batch of unroll 1, batch of unroll 2)."""
     torch.set_num_threads(1)
     envs = [make_env("CartPole-v1", seed=i, max_episode_steps=EPISODE_STEPS) for i in range(N)]
-    spec = rollout_spec(make_cfg(), describe(envs[0]))
-    assert spec.core_size == 16
+    cfg, env_spec = make_cfg(), describe(envs[0])
+    spec = rollout_spec(cfg, env_spec)
+    assert spec.state_names == ("core_h", "core_c") and spec.slot_fields()["core_h"][0] == (16,)
     net = make_net()
-    actor = Actor(spec, net, GymEnvGroup(envs), seed=1, reward_clip=REWARD_CLIP)
+    actor = Actor(spec, net, make_agent(cfg, env_spec), GymEnvGroup(envs), seed=1, reward_clip=REWARD_CLIP)
     buffers = spec.allocate(2 * N)
     actor.unroll(buffers, [0, 1, 2], version=0)
     actor.unroll(buffers, [3, 4, 5], version=0)
     actor.close()
-    return net, gather_batch(buffers, [0, 1, 2]), gather_batch(buffers, [3, 4, 5])
+    return net, spec.gather(buffers, [0, 1, 2]), spec.gather(buffers, [3, 4, 5])
 
 
 def learner_forward(net, batch, rows=slice(None)):
@@ -140,7 +141,7 @@ def test_learner_step_on_fresh_unrolls_is_on_policy(unrolls):
     cfg = make_cfg()
     learner_net = make_net()
     learner_net.load_state_dict(net.state_dict())
-    learner = Learner(cfg, rollout_spec(cfg, describe(make_env("CartPole-v1"))), learner_net, torch.device("cpu"))
+    learner = build_learner(cfg, describe(make_env("CartPole-v1")), learner_net)
     metrics = learner.step(b2)
     assert metrics["mean_rho"] == pytest.approx(1.0, abs=1e-5)
     assert metrics["rho_clipped_fraction"] == 0.0

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from impala_rl.checkpoint import load_checkpoint
-from impala_rl.runtime.train import Trainer, load_run, make_backend
+from impala_rl.runtime.backends import make_backend
+from impala_rl.runtime.train import Trainer, load_run
 
 IMPALA = str(Path(sys.executable).with_name("impala"))
 TINY = ["--env", "CartPole-v1", "--backend", "serial", "--num-actors", "1", "--envs-per-actor", "2",
@@ -97,7 +98,7 @@ def test_resume_restores_optimizer_state_and_continues_the_lr_schedule(runs):
         assert torch.equal(learner.model.state_dict()[k], v), k
 
     assert learner.learning_rate() == pytest.approx(cfg.learning_rate * (1 - A / B))
-    backend = make_backend(cfg, trainer.env_spec, learner.model)
+    backend = make_backend(cfg, trainer.env_spec, learner)
     try:
         batch, _ = backend.get_batch()
     finally:

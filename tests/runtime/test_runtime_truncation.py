@@ -7,17 +7,19 @@ One actor steps four copies of a counting env (obs = step count, reward 1.5):
 3: never ends, loses a life on step 1     -> terminal only with episodic_life.
 """
 
+import numpy as np
 import pytest
 import torch
 from gymnasium.wrappers import TimeLimit
 from impala_test_envs import CountingEnv
 
+from impala_rl.agents.impala import ImpalaAgent, loss_inputs
 from impala_rl.config import TrainConfig
+from impala_rl.envs import EnvSpec
 from impala_rl.envs.vector import GymEnvGroup
-from impala_rl.models import ImpalaNet
-from impala_rl.runtime.actor import Actor, net_inputs
-from impala_rl.runtime.learner import loss_inputs
-from impala_rl.runtime.types import RolloutSpec, gather_batch
+from impala_rl.models import ImpalaNet, net_inputs
+from impala_rl.runtime.actor import Actor
+from impala_rl.runtime.types import RolloutSpec
 
 T = 5
 EPISODE = 2  # episodes of envs 0-2 end on the transitions into rows 2 and 4
@@ -44,14 +46,20 @@ def make_net(use_lstm):
     return net.eval()
 
 
+def impala_spec(unroll_length, use_lstm):
+    """The IMPALA agent (LSTM of 8 or none) on a 1-d observation, 2-action env, and its slot layout."""
+    env_spec = EnvSpec((1,), np.dtype(np.float32), "categorical", 2)
+    agent = ImpalaAgent(TrainConfig(unroll_length=unroll_length, use_lstm=use_lstm, lstm_size=8), env_spec)
+    return RolloutSpec.for_agent(unroll_length, env_spec, agent), agent
+
+
 def run_unroll(use_lstm, episodic_life=False):
     net = make_net(use_lstm)
-    spec = RolloutSpec(unroll_length=T, obs_shape=(1,), obs_dtype=torch.float32, policy_type="categorical",
-                       action_dim=2, num_policy_params=2, core_size=8 if use_lstm else 0)
-    actor = Actor(spec, net, make_envs(), seed=0, reward_clip=REWARD_CLIP, episodic_life=episodic_life)
+    spec, agent = impala_spec(T, use_lstm)
+    actor = Actor(spec, net, agent, make_envs(), seed=0, reward_clip=REWARD_CLIP, episodic_life=episodic_life)
     buffers = spec.allocate(4)
     episodes = actor.unroll(buffers, [0, 1, 2, 3], version=0)
-    return net, gather_batch(buffers, [0, 1, 2, 3]), episodes
+    return net, spec.gather(buffers, [0, 1, 2, 3]), episodes
 
 
 def expected_bootstrap(net, batch, k, i):
@@ -152,9 +160,8 @@ def test_episode_stats_are_raw_returns_and_lengths():
 def test_episode_stats_span_unrolls():
     """An episode longer than an unroll is reported once, with its whole length."""
     net = make_net(False)
-    spec = RolloutSpec(unroll_length=3, obs_shape=(1,), obs_dtype=torch.float32, policy_type="categorical",
-                       action_dim=2, num_policy_params=2, core_size=0)
-    actor = Actor(spec, net, GymEnvGroup([TimeLimit(CountingEnv(REWARD), max_episode_steps=7)]), seed=0)
+    spec, agent = impala_spec(3, False)
+    actor = Actor(spec, net, agent, GymEnvGroup([TimeLimit(CountingEnv(REWARD), max_episode_steps=7)]), seed=0)
     buffers = spec.allocate(1)
     per_unroll = [actor.unroll(buffers, [0], version=0) for _ in range(3)]  # 9 steps
     assert [len(e) for e in per_unroll] == [0, 0, 1]

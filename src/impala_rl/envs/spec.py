@@ -48,6 +48,16 @@ class EnvSpec:
     action_high: tuple[float, ...] | None = None
     is_image: bool = False
 
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """Shape of one action: ``()`` for ``Discrete``, ``(A,)`` for ``Box``."""
+        return () if self.policy_type == "categorical" else (self.action_dim,)
+
+    @property
+    def action_dtype(self) -> np.dtype:
+        """``int64`` for ``Discrete``, ``float32`` for ``Box``."""
+        return np.dtype(np.int64) if self.policy_type == "categorical" else np.dtype(np.float32)
+
 
 def describe(env: Any) -> EnvSpec:
     """Read an :class:`EnvSpec` off ``env.observation_space`` and ``env.action_space``.

@@ -6,6 +6,7 @@ Imports torch and :mod:`impala_rl.core` only.
 """
 
 from impala_rl.models import torsos
+from impala_rl.models.inputs import net_inputs
 from impala_rl.models.net import POLICY_TYPES, CoreState, ImpalaNet, NetOutput
 from impala_rl.models.torsos import TORSOS, make_torso
 
@@ -16,5 +17,6 @@ __all__ = [
     "POLICY_TYPES",
     "TORSOS",
     "make_torso",
+    "net_inputs",
     "torsos",
 ]

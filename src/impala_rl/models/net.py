@@ -37,12 +37,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from impala_rl.core.distributions import POLICY_TYPES
 from impala_rl.core.popart import PopArt
 from impala_rl.models.normalizer import ObservationNormalizer
 from impala_rl.models.torsos import make_torso
 
-POLICY_TYPES = ("categorical", "gaussian")
-"""Policy parameterisations ``ImpalaNet(policy_type=...)`` accepts."""
 
 INITS = ("orthogonal", "torch")
 """Weight initialisations ``ImpalaNet(init=...)`` accepts (see the module docstring)."""

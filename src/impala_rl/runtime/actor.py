@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from impala_rl.core import distributions
+from impala_rl.models.inputs import net_inputs
 from impala_rl.runtime.types import Batch, RolloutSpec
 
 
@@ -23,24 +23,14 @@ class EpisodeStats:
     length: int
 
 
-def net_inputs(obs: torch.Tensor, first: torch.Tensor, last_action: torch.Tensor,
-               reward: torch.Tensor, reward_clip: float) -> dict:
-    """The network's inputs for rows of an unroll ([T, B, ...] each).
-
-    Shared by actor and learner so both feed the network exactly the same thing: the
-    last reward is clipped like the learner's rewards and zeroed at episode starts.
-    """
-    last_reward = reward.clamp(-reward_clip, reward_clip) if reward_clip > 0 else reward
-    last_reward = torch.where(first, torch.zeros_like(last_reward), last_reward)
-    return {"obs": obs, "first": first, "last_action": last_action, "last_reward": last_reward}
-
-
 class Actor:
     """Runs a group of ``envs.num_envs`` environments; produces one unroll per environment.
 
     Args:
         spec: the rollout slot layout.
-        model: the actor's copy of the network (``ImpalaNet``); weights are loaded by the caller.
+        model: the actor's copy of the agent's network; weights are loaded by the caller.
+        agent: the :class:`~impala_rl.agents.Agent`: turns the network's output into
+            actions and the extras it records.
         envs: an :class:`~impala_rl.envs.vector.EnvGroup` (send/recv, automatic resets).
         seed: seeds the environments and the action sampling.
         reward_clip: as in the learner (the network's last-reward input is clipped alike).
@@ -54,10 +44,11 @@ class Actor:
     so one computes while another's environments step.
     """
 
-    def __init__(self, spec: RolloutSpec, model: torch.nn.Module, envs, seed: int,
+    def __init__(self, spec: RolloutSpec, model: torch.nn.Module, agent, envs, seed: int,
                  reward_clip: float = 1.0, episodic_life: bool = False, forward=None):
         self.spec = spec
         self.model = model
+        self.agent = agent
         self.forward = forward or model  # a RemoteForward under central inference
         self.envs = envs
         self.seed = seed
@@ -93,11 +84,12 @@ class Actor:
         return self.forward(core_state=state, **inputs)
 
     def _act(self, state: tuple) -> tuple:
-        """Fill the current row's action and policy_params; return the state after it."""
+        """Fill the current row's action and the agent's records; return the state after it."""
         out, new_state = self._forward(self.row, state)
-        params = out.policy_params[0]
-        self.row["policy_params"].copy_(params)
-        self.row["action"].copy_(distributions.sample(self.spec.policy_type, params, generator=self.generator))
+        action, record = self.agent.act(out, self.generator)
+        self.row["action"].copy_(action)
+        for name, value in record.items():
+            self.row[name].copy_(value)
         return new_state
 
     def _start(self) -> None:
@@ -119,9 +111,8 @@ class Actor:
         self._buffers, self._idx, self._k = buffers, torch.as_tensor(slots, dtype=torch.long), 0
         self._write_row()
         buffers["version"][self._idx] = version
-        if self.spec.core_size:
-            buffers["core_h"][self._idx] = self.state_before_row[0]
-            buffers["core_c"][self._idx] = self.state_before_row[1]
+        for name, value in zip(self.spec.state_names, self.state_before_row, strict=True):
+            buffers[name][self._idx] = value
         self._state = self.state_after_row
         self._finished = []
 
@@ -185,7 +176,7 @@ class Actor:
         view["first"].zero_()  # x_final continues its episode: no state reset
         view["last_action"].copy_(self.row["action"])
         out, _ = self._forward(view, self._state)
-        values = out.values[0, :, 0]
+        values = self.agent.value(out)
         for i in finals:
             self.row["bootstrap"][i] = values[i]
 

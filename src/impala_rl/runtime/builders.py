@@ -1,4 +1,4 @@
-"""Build environments, the network and actors from a :class:`TrainConfig`.
+"""Build environments, the agent's network, rollout layout and actors from a :class:`TrainConfig`.
 
 Used by every backend (and by ``impala eval``) so an actor is the same object wherever
 it runs.
@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import torch
 
+from impala_rl.agents import make_agent
 from impala_rl.config import ConfigError, TrainConfig
-from impala_rl.core import distributions
-from impala_rl.envs import AtariOptions, EnvSpec, describe, is_minatar, make_env
+from impala_rl.envs import AtariOptions, EnvSpec, describe, make_env
 from impala_rl.envs.vector import make_env_group
-from impala_rl.models import ImpalaNet
 from impala_rl.runtime.actor import Actor, ActorGroup
-from impala_rl.runtime.types import RolloutSpec, numpy_to_torch_dtype
+from impala_rl.runtime.learner import Learner
+from impala_rl.runtime.types import RolloutSpec
+
+
+def resolve_device(name: str) -> torch.device:
+    """The learner's device for ``--device`` (auto: CUDA when torch sees one)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(name)
 
 
 def atari_options(cfg: TrainConfig) -> AtariOptions | None:
@@ -34,37 +43,22 @@ def probe_env(cfg: TrainConfig) -> EnvSpec:
         env.close()
 
 
-def resolve_torso(cfg: TrainConfig, env_spec: EnvSpec) -> str:
-    if cfg.torso == "auto":
-        if is_minatar(cfg.env):
-            return "minatar"
-        return "shallow" if env_spec.is_image else "mlp"
-    return cfg.torso
-
-
-def build_model(cfg: TrainConfig, env_spec: EnvSpec) -> ImpalaNet:
-    torch.manual_seed(cfg.seed)
-    try:
-        return ImpalaNet(tuple(env_spec.obs_shape), env_spec.action_dim, policy_type=env_spec.policy_type,
-                         torso=resolve_torso(cfg, env_spec), use_lstm=cfg.use_lstm, lstm_size=cfg.lstm_size,
-                         mlp_sizes=tuple(cfg.mlp_sizes), channels_last=cfg.channels_last and env_spec.is_image,
-                         init=cfg.init, popart=cfg.popart, popart_beta=cfg.popart_beta,
-                         normalize_observations=cfg.normalize_observations, activation=cfg.mlp_activation,
-                         separate_value_torso=cfg.value_torso == "separate")
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+def build_model(cfg: TrainConfig, env_spec: EnvSpec) -> torch.nn.Module:
+    """The network of the agent ``cfg.agent`` (seeded from the config), on the CPU."""
+    return make_agent(cfg, env_spec).build_model()
 
 
 def rollout_spec(cfg: TrainConfig, env_spec: EnvSpec) -> RolloutSpec:
-    return RolloutSpec(
-        unroll_length=cfg.unroll_length,
-        obs_shape=tuple(env_spec.obs_shape),
-        obs_dtype=numpy_to_torch_dtype(env_spec.obs_dtype),
-        policy_type=env_spec.policy_type,
-        action_dim=env_spec.action_dim,
-        num_policy_params=distributions.num_params(env_spec.policy_type, env_spec.action_dim),
-        core_size=cfg.lstm_size if cfg.use_lstm else 0,
-    )
+    """The rollout slot layout: the environment's columns and the agent's records and state."""
+    return RolloutSpec.for_agent(cfg.unroll_length, env_spec, make_agent(cfg, env_spec))
+
+
+def build_learner(cfg: TrainConfig, env_spec: EnvSpec, model: torch.nn.Module | None = None,
+                  device: torch.device | str = "cpu") -> Learner:
+    """A learner for the agent ``cfg.agent`` (a fresh network unless ``model`` is given)."""
+    agent = make_agent(cfg, env_spec)
+    model = agent.build_model() if model is None else model
+    return Learner(cfg, RolloutSpec.for_agent(cfg.unroll_length, env_spec, agent), model, torch.device(device), agent)
 
 
 def build_actor(cfg: TrainConfig, env_spec: EnvSpec, actor_id: int, restart: int = 0,
@@ -76,14 +70,15 @@ def build_actor(cfg: TrainConfig, env_spec: EnvSpec, actor_id: int, restart: int
     ``forward`` replaces the local model for inference (central inference).
     """
     seed = cfg.seed + 10_007 * (actor_id + 1) + 1_000_003 * restart
-    model = build_model(cfg, env_spec)
+    agent = make_agent(cfg, env_spec)
+    model = agent.build_model()
     model.eval()
-    spec = rollout_spec(cfg, env_spec)
+    spec = RolloutSpec.for_agent(cfg.unroll_length, env_spec, agent)
     sizes = [len(part) for part in _split(cfg.envs_per_actor, cfg.env_groups)]
     actors = []
     for g, size in enumerate(sizes):
         envs = make_env_group(cfg.env, size, seed + 101 * g, atari=atari_options(cfg), native=cfg.native_env)
-        actors.append(Actor(spec, model, envs, seed=seed + 101 * g,
+        actors.append(Actor(spec, model, agent, envs, seed=seed + 101 * g,
                             reward_clip=cfg.reward_clip, episodic_life=cfg.episodic_life, forward=forward))
     return actors[0] if len(actors) == 1 else ActorGroup(actors)
 

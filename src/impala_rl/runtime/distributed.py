@@ -5,7 +5,7 @@ actors. Each learner drives its own share of the Ray actors (actor i belongs to 
 i mod N) through its own :class:`~impala_rl.runtime.backends.ray_backend.RayBackend`, so
 each consumes its own trajectories. On every update all learners average their
 gradients with ``torch.distributed`` all-reduce (gloo on CPU, NCCL on GPU) between
-backward and the optimiser step (:attr:`Learner.grad_hook`). Starting from the same
+backward and the optimiser step (:attr:`Learner.gradient_sync`). Starting from the same
 weights and optimiser state and applying the same averaged gradient, the learners hold
 identical parameters after every step, so each publishes its own (identical) weights to
 its own actors: no weights travel between learners.
@@ -34,6 +34,8 @@ from impala_rl.envs import EnvSpec
 from impala_rl.runtime.actor import EpisodeStats
 from impala_rl.runtime.backends.base import ActorFailure
 from impala_rl.runtime.backends.ray_backend import RayBackend
+from impala_rl.runtime.loop import run_loop, stop_on_nonfinite
+from impala_rl.runtime.sources import FreshUnrolls
 from impala_rl.runtime.types import Batch
 
 log = logging.getLogger("impala_rl")
@@ -110,17 +112,15 @@ class PeerLearner:
 
     def __init__(self, cfg: TrainConfig, env_spec: EnvSpec, rank: int, init_method: str, dist_backend: str,
                  learner_state: dict):
-        from impala_rl.runtime.builders import build_model, rollout_spec
-        from impala_rl.runtime.learner import Learner
-        from impala_rl.runtime.train import resolve_device
+        from impala_rl.runtime.builders import build_learner
+        from impala_rl.runtime.builders import resolve_device
 
         torch.set_num_threads(cfg.resolved_learner_threads)
         self.cfg = cfg
         self.rank = rank
         self.init_method = init_method
         self.dist_backend = dist_backend
-        self.learner = Learner(cfg, rollout_spec(cfg, env_spec), build_model(cfg, env_spec),
-                               resolve_device(cfg.device))
+        self.learner = build_learner(cfg, env_spec, device=resolve_device(cfg.device))
         self.learner.load_state_dict(learner_state)
         self.backend = RayBackend(cfg, env_spec, self.learner.model, actor_ids=actor_share(cfg, rank),
                                   version=self.learner.version)
@@ -130,17 +130,15 @@ class PeerLearner:
     def run(self) -> dict:
         cfg, learner = self.cfg, self.learner
         _init_group(self.dist_backend, self.init_method, self.rank, cfg.num_learners)
-        learner.grad_hook = average_gradients
+        learner.gradient_sync = average_gradients
+        def keep_episodes(step) -> None:  # for learner 0's logs (drain)
+            with self.lock:
+                self.episodes.extend((e.ret, e.length) for e in step.episodes)
+
         try:
             self.backend.start()
-            while learner.frames < cfg.total_frames:
-                batch, episodes = self.backend.get_batch()
-                learner.step(batch)
-                with self.lock:
-                    self.episodes.extend((e.ret, e.length) for e in episodes)
-                if learner.nonfinite_in_a_row >= cfg.max_nonfinite:
-                    break
-                self.backend.publish(learner.model, learner.version)
+            run_loop(FreshUnrolls(self.backend), learner, self.backend.publish,
+                     [keep_episodes, stop_on_nonfinite(learner, cfg.max_nonfinite)], cfg.total_frames)
         finally:
             self.backend.close()
             dist.destroy_process_group()
@@ -192,7 +190,7 @@ class MultiLearnerBackend:
                  self.init_method)
         _init_group(self.dist_backend, self.init_method, 0, self.world_size)
         self.group_up = True
-        self.learner.grad_hook = average_gradients
+        self.learner.gradient_sync = average_gradients
         self.local.start()
 
     def _poll_peers(self) -> None:
@@ -225,6 +223,9 @@ class MultiLearnerBackend:
 
     def publish(self, model: torch.nn.Module, version: int) -> None:
         self.local.publish(model, version)
+
+    def actor_timings(self) -> dict[str, float]:
+        return self.local.actor_timings()  # learner 0's own actors
 
     def info(self) -> dict[str, float]:
         info = self.local.info()

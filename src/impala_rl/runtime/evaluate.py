@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from impala_rl.core import distributions
-from impala_rl.runtime.actor import net_inputs
+from impala_rl.models import net_inputs
 from impala_rl.runtime.builders import atari_options, build_model, probe_env
 from impala_rl.runtime.train import load_run
 from impala_rl.envs import make_env

@@ -24,20 +24,20 @@ from impala_rl.runtime.types import RolloutSpec
 
 
 def _request_fields(spec: RolloutSpec) -> dict[str, tuple[tuple, torch.dtype]]:
+    """The network's inputs for one step, and the agent's recurrent state before it."""
     rows = spec.row_fields()
     fields = {"obs": rows["obs"], "first": rows["first"], "last_action": rows["last_action"],
               "last_reward": ((), torch.float32)}
-    if spec.core_size:
-        fields["core_h"] = ((spec.core_size,), torch.float32)
-        fields["core_c"] = ((spec.core_size,), torch.float32)
+    fields.update(spec.slot_fields())
+    del fields["version"]
     return fields
 
 
-def _response_fields(spec: RolloutSpec) -> dict[str, tuple[tuple, torch.dtype]]:
-    fields = {"policy_params": ((spec.num_policy_params,), torch.float32), "values": ((), torch.float32)}
-    if spec.core_size:
-        fields["core_h"] = ((spec.core_size,), torch.float32)
-        fields["core_c"] = ((spec.core_size,), torch.float32)
+def _response_fields(spec: RolloutSpec, policy_size: int) -> dict[str, tuple[tuple, torch.dtype]]:
+    """The network's outputs for one step (its NetOutput), and the recurrent state after it."""
+    fields = {"policy_params": ((policy_size,), torch.float32), "values": ((), torch.float32)}
+    fields.update(spec.slot_fields())
+    del fields["version"]
     return fields
 
 
@@ -52,6 +52,7 @@ class Channel:
     conn: object
     request: dict
     response: dict
+    state_names: tuple = ()
 
 
 class RemoteForward:
@@ -69,15 +70,13 @@ class RemoteForward:
         req["first"].copy_(first[0])
         req["last_action"].copy_(last_action[0])
         req["last_reward"].copy_(last_reward[0])
-        if core_state:
-            req["core_h"].copy_(core_state[0])
-            req["core_c"].copy_(core_state[1])
+        for name, value in zip(self.channel.state_names, core_state, strict=True):
+            req[name].copy_(value)
         self.channel.conn.send(1)
         if self.channel.conn.recv() != 1:
             raise RuntimeError("the inference server failed this request (see the learner's log)")
         out = NetOutput(resp["policy_params"][None].clone(), resp["values"][None, :, None].clone())
-        state = (resp["core_h"].clone(), resp["core_c"].clone()) if core_state else ()
-        return out, state
+        return out, tuple(resp[name].clone() for name in self.channel.state_names)
 
 
 class InferenceServer:
@@ -88,6 +87,7 @@ class InferenceServer:
         self.spec = spec
         self.device = device
         self.model = copy.deepcopy(model).to(device).eval()
+        self.policy_size = int(model.policy_param_size)  # the network's NetOutput.policy_params width
         self.lock = threading.Lock()
         self.batcher = DynamicBatcher(self._run, min_batch=min_batch, max_batch=max_batch, timeout_s=timeout_s,
                                       name="impala-inference")
@@ -100,14 +100,13 @@ class InferenceServer:
     @torch.inference_mode()
     def _run(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
-        state = (x["core_h"], x["core_c"]) if self.spec.core_size else ()
+        state = tuple(x[name] for name in self.spec.state_names)
         with self.lock:
             out, new_state = self.model(obs=x["obs"][None], first=x["first"][None],
                                         last_action=x["last_action"][None], last_reward=x["last_reward"][None],
                                         core_state=state)
         result = {"policy_params": out.policy_params[0], "values": out.values[0, :, 0]}
-        if self.spec.core_size:
-            result["core_h"], result["core_c"] = new_state
+        result.update(zip(self.spec.state_names, new_state, strict=True))
         return {k: v.to("cpu") for k, v in result.items()}
 
     def update(self, model: torch.nn.Module) -> None:
@@ -119,13 +118,13 @@ class InferenceServer:
         """A fresh channel for (a new incarnation of) an actor; returns the actor's end."""
         server_conn, actor_conn = ctx.Pipe(duplex=True)
         request = _alloc(_request_fields(self.spec), num_envs)
-        response = _alloc(_response_fields(self.spec), num_envs)
+        response = _alloc(_response_fields(self.spec, self.policy_size), num_envs)
         with self.channels_lock:
             old = self.channels.pop(actor_id, None)
             self.channels[actor_id] = (server_conn, request, response)
         if old is not None:
             old[0].close()
-        return Channel(actor_conn, request, response)
+        return Channel(actor_conn, request, response, self.spec.state_names)
 
     def _serve(self) -> None:
         while not self.closed:

@@ -1,10 +1,13 @@
-"""The learner: a thin loop around :func:`impala_rl.core.losses.impala_loss`.
+"""The learner: gradients, clipping, the optimiser and its schedule, versions and frames.
 
-It turns a batch of unrolls into the loss's inputs (see :mod:`impala_rl.runtime.types`
-for the row contract), computes gradients, clips them, steps the optimiser (RMSProp, the
-paper's TensorFlow RMSProp, or Adam) with the linearly annealed learning rate, updates
-PopArt's statistics when the network has them, and counts versions. All of the
-algorithm is in ``core``.
+It knows nothing of V-trace: the agent's loss (:meth:`impala_rl.agents.Agent.loss`) maps
+a batch to ``(loss, metrics)``; the learner computes gradients, optionally averages
+them over several learners (``gradient_sync``, a strategy set by
+:mod:`impala_rl.runtime.distributed`), clips them, skips non-finite updates, steps the
+optimiser (RMSProp, the paper's TensorFlow RMSProp, or Adam) with the linearly annealed
+learning rate, and counts versions and frames. The agent's hooks run once per batch
+(:meth:`~impala_rl.agents.Agent.before_updates`) and after each optimiser step
+(:meth:`~impala_rl.agents.Agent.after_update`).
 """
 
 from __future__ import annotations
@@ -15,25 +18,8 @@ import time
 import torch
 
 from impala_rl.config import TrainConfig
-from impala_rl.core.losses import impala_loss
 from impala_rl.core.optim import RMSpropTF
-from impala_rl.runtime.actor import net_inputs
-from impala_rl.runtime.types import Batch, RolloutSpec, select_unrolls
-
-
-def loss_inputs(batch: Batch, cfg: TrainConfig) -> dict:
-    """Rewards and discounts of the T transitions in a [T+1, B] batch.
-
-    Transition k (k = 0..T-1) goes from row k to row k+1; its reward and terminal flag
-    live in row k+1. A truncation adds discount * V_mu(x_final) to the reward and cuts
-    the chain (terminal), so it bootstraps; a termination does neither.
-    """
-    reward = batch["reward"][1:]
-    if cfg.reward_clip > 0:
-        reward = reward.clamp(-cfg.reward_clip, cfg.reward_clip)
-    rewards = reward + cfg.discount * batch["bootstrap"][1:]
-    discounts = (~batch["terminal"][1:]).float() * cfg.discount
-    return {"rewards": rewards, "discounts": discounts}
+from impala_rl.runtime.types import Batch, RolloutSpec
 
 
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -62,25 +48,24 @@ def average_metrics(results: list[dict[str, float]]) -> dict[str, float]:
 
 
 class Learner:
-    """Owns the network, the optimiser and the policy version."""
+    """Owns the network, the optimiser and the policy version; trains with ``agent``'s loss."""
 
-    def __init__(self, cfg: TrainConfig, spec: RolloutSpec, model: torch.nn.Module, device: torch.device):
+    def __init__(self, cfg: TrainConfig, spec: RolloutSpec, model: torch.nn.Module, device: torch.device, agent):
         self.cfg = cfg
         self.spec = spec
+        self.agent = agent
         self.device = device
         self.model = model.to(device)
         # The compiled callable shares parameters with self.model (whose state_dict stays plain).
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = make_optimizer(cfg, self.model.parameters())
-        self.popart = getattr(self.model, "popart", None)  # PopArt statistics live in the network
-        self.obs_norm = getattr(self.model, "obs_norm", None)  # so do observation statistics
         self.version = 0  # number of updates applied = the policy version actors see
         self.frames = 0  # environment frames consumed
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
-        # Multi-learner (runtime/distributed.py): grad_hook(model, loss_finite) averages the gradients
-        # over the learners between backward and the optimiser step.
-        self.grad_hook = None
+        # Multi-learner (runtime/distributed.py): gradient_sync(model, loss_finite) averages the
+        # gradients over the learners between backward and the optimiser step.
+        self.gradient_sync = None
         self.shuffle = torch.Generator().manual_seed(cfg.seed)  # minibatch order (learner_minibatches > 1)
 
     def learning_rate(self) -> float:
@@ -99,8 +84,7 @@ class Learner:
         """
         cfg = self.cfg
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        if self.obs_norm is not None:  # rows 1..T are new; row 0 repeats the previous unroll's row T
-            self.obs_norm.update(batch["obs"][1:])
+        self.agent.before_updates(self.model, batch)
         lag = (self.version - batch["version"]).float()
         self.frames += cfg.frames_per_update
         size = batch["version"].shape[0]
@@ -109,7 +93,7 @@ class Learner:
             order = (torch.randperm(size, generator=self.shuffle) if cfg.learner_minibatches > 1
                      else torch.arange(size))
             for idx in order.chunk(cfg.learner_minibatches):
-                result, ok = self._update(select_unrolls(batch, idx.to(self.device)) if len(idx) < size else batch)
+                result, ok = self._update(self.spec.select(batch, idx.to(self.device)) if len(idx) < size else batch)
                 results.append(result)
                 applied |= ok
         result = average_metrics(results)
@@ -122,37 +106,11 @@ class Learner:
         """One gradient step on ``batch``; (metrics, whether the weights changed)."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        core_state = (batch["core_h"], batch["core_c"]) if self.spec.core_size else ()
-        inputs = net_inputs(batch["obs"], batch["first"], batch["last_action"], batch["reward"], cfg.reward_clip)
-        out, _ = self.forward(core_state=core_state, **inputs)
-        values = out.values[..., 0]  # unnormalised (reward units)
-        normalizer = None
-        if self.popart is not None:  # the loss takes the head's normalised outputs n = (v - mu) / sigma
-            mu, sigma = self.popart.statistics(torch.zeros(values.shape[1], dtype=torch.long, device=self.device))
-            values = (values - mu) / sigma
-            normalizer = (mu, sigma)
-        loss, metrics = impala_loss(
-            target_params=out.policy_params[:-1],
-            values=values[:-1],
-            bootstrap_value=values[-1],
-            behaviour_params=batch["policy_params"][:-1],
-            actions=batch["action"][:-1],
-            **loss_inputs(batch, cfg),
-            policy_type=self.spec.policy_type,
-            correction=cfg.correction,
-            baseline_cost=cfg.baseline_cost,
-            entropy_cost=cfg.entropy_cost,
-            clip_rho_threshold=cfg.clip_rho_threshold,
-            clip_c_threshold=cfg.clip_c_threshold,
-            clip_pg_rho_threshold=cfg.clip_pg_rho_threshold,
-            lambda_=cfg.vtrace_lambda,
-            value_normalizer=normalizer,
-            normalize_advantages=cfg.normalize_advantages,
-        )
+        loss, metrics = self.agent.loss(self.forward, batch)
         t_forward = time.perf_counter()
         result = {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.dim() == 0}
         loss_finite = math.isfinite(float(loss.detach()))
-        if not loss_finite and self.grad_hook is None:
+        if not loss_finite and self.gradient_sync is None:
             return self._skip(result), False
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
@@ -160,10 +118,10 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         if loss_finite:
             loss.backward()
-        if self.grad_hook is not None:
+        if self.gradient_sync is not None:
             # Every learner joins the all-reduce on every step; a non-finite loss contributes NaN,
             # so all learners see a non-finite gradient norm below and skip the update together.
-            self.grad_hook(self.model, loss_finite)
+            self.gradient_sync(self.model, loss_finite)
         t_backward = time.perf_counter()
         max_norm = cfg.grad_norm_clip if cfg.grad_norm_clip > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
@@ -171,10 +129,7 @@ class Learner:
             self.optimizer.zero_grad(set_to_none=True)
             return self._skip(result), False
         self.optimizer.step()
-        if self.popart is not None:
-            old_mu, old_sigma = self.popart.update(metrics["vs"], torch.zeros((), dtype=torch.long, device=self.device))
-            self.popart.preserve_outputs_(self.model.value_head, old_mu, old_sigma)
-            result.update(popart_mu=float(self.popart.mu[0]), popart_sigma=float(self.popart.sigma[0]))
+        result.update(self.agent.after_update(self.model, metrics))
         self.nonfinite_in_a_row = 0
         t_end = time.perf_counter()
         result.update(grad_norm=grad_norm, learning_rate=lr, nonfinite_total=float(self.nonfinite_total),

@@ -1,4 +1,5 @@
-"""The training loop: backend -> batch -> learner step -> publish -> log -> checkpoint."""
+"""``impala train``: build everything, run the loop (:mod:`impala_rl.runtime.loop`) with
+logging and checkpoint hooks, and leave a run directory behind."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from pathlib import Path
 import torch
 
 from impala_rl.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from impala_rl.config import ConfigError, TrainConfig
+from impala_rl.config import TrainConfig
 from impala_rl.logging import RunLogger
+from impala_rl.runtime.backends import make_backend
 from impala_rl.runtime.backends.base import ActorFailure
-from impala_rl.runtime.builders import build_model, probe_env, rollout_spec
-from impala_rl.runtime.learner import Learner
+from impala_rl.runtime.builders import build_learner, probe_env, resolve_device
+from impala_rl.runtime.loop import every, run_loop, stop_on_nonfinite
+from impala_rl.runtime.sources import FreshUnrolls
 
 log = logging.getLogger("impala_rl")
 
@@ -34,30 +37,6 @@ class TrainResult:
     elapsed_s: float
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu or auto")
-    return torch.device(name)
-
-
-def make_backend(cfg: TrainConfig, env_spec, model, learner: Learner | None = None):
-    if cfg.backend == "serial":
-        from impala_rl.runtime.backends.serial import SerialBackend
-        return SerialBackend(cfg, env_spec, model)
-    if cfg.backend == "local":
-        from impala_rl.runtime.backends.local import LocalBackend
-        return LocalBackend(cfg, env_spec, model)
-    if cfg.backend == "ray":
-        if cfg.num_learners > 1:  # this process is learner 0 of N; wires the gradient all-reduce into `learner`
-            from impala_rl.runtime.distributed import MultiLearnerBackend
-            return MultiLearnerBackend(cfg, env_spec, learner)
-        from impala_rl.runtime.backends.ray_backend import RayBackend
-        return RayBackend(cfg, env_spec, model, version=learner.version if learner is not None else 0)
-    raise ConfigError(f"backend '{cfg.backend}' is not available")
-
-
 class Trainer:
     """Everything checked and built before anything is written to disk."""
 
@@ -66,9 +45,8 @@ class Trainer:
         self.cfg = cfg
         self.env_spec = probe_env(cfg)
         self.device = resolve_device(cfg.device)
-        model = build_model(cfg, self.env_spec)
-        self.spec = rollout_spec(cfg, self.env_spec)
-        self.learner = Learner(cfg, self.spec, model, self.device)
+        self.learner = build_learner(cfg, self.env_spec, device=self.device)
+        self.spec = self.learner.spec
         self.counters = {"actor_restarts": 0, "elapsed_s": 0.0}
         if resume_state is not None:
             self.learner.load_state_dict(resume_state)
@@ -89,29 +67,23 @@ class Trainer:
         (self.run_dir / "config.json").write_text(cfg.to_json())
         logger = RunLogger(self.run_dir, cfg.total_frames, start_frames=learner.frames,
                            interval=cfg.log_interval, quiet=cfg.quiet)
-        backend = make_backend(cfg, self.env_spec, learner.model, learner)
+        backend = make_backend(cfg, self.env_spec, learner)
         backend.publish(learner.model, learner.version)  # a resumed run's actors act as its current version
         start = time.time()
-        last_ckpt = start
         stop_reason = "done"
         restarts = 0
+
+        def log_step(step) -> None:
+            nonlocal restarts
+            info = backend.info()
+            restarts = int(info.get("actor_restarts", 0))
+            logger.record(step.frames, step.metrics, step.episodes, info)
+
+        hooks = [stop_on_nonfinite(learner, cfg.max_nonfinite), log_step,
+                 every(cfg.checkpoint_interval * 60, lambda: self.checkpoint(restarts, time.time() - start))]
         try:
             backend.start()
-            while learner.frames < cfg.total_frames:
-                batch, episodes = backend.get_batch()
-                metrics = learner.step(batch)
-                if learner.nonfinite_in_a_row >= cfg.max_nonfinite:
-                    stop_reason = "nonfinite"
-                    log.error("stopping: %d non-finite losses in a row (last good weights kept in the checkpoint); "
-                              "try a lower --learning-rate or --grad-norm-clip", learner.nonfinite_in_a_row)
-                    break
-                backend.publish(learner.model, learner.version)
-                info = backend.info()
-                restarts = int(info.get("actor_restarts", 0))
-                logger.record(learner.frames, metrics, episodes, info)
-                if time.time() - last_ckpt >= cfg.checkpoint_interval * 60:
-                    self.checkpoint(restarts, time.time() - start)
-                    last_ckpt = time.time()
+            stop_reason = run_loop(FreshUnrolls(backend), learner, backend.publish, hooks, cfg.total_frames)
         except KeyboardInterrupt:
             stop_reason = "interrupted"
             log.warning("interrupted: writing a final checkpoint")

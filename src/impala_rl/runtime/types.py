@@ -21,15 +21,16 @@ observation it bootstraps from. Row k holds:
   so a truncated episode bootstraps from the value of where it stopped while a
   terminated one does not. (Gymnasium's reset on truncation replaces x_final by the next
   episode's first observation, so the value must be taken by the actor at that moment.)
-- ``action[k]``: the action a_k sampled at x_k (int64, or float32 [A] for Gaussian).
-- ``policy_params[k]`` (float32 [P]): the behaviour policy mu at x_k, packed as in
+- ``action[k]``: the action a_k taken at x_k (int64, or float32 [A] for a ``Box``).
+- the agent's records at x_k (:meth:`impala_rl.agents.Agent.record_fields`); IMPALA's
+  is ``policy_params[k]`` (float32 [P]): the behaviour policy mu at x_k, packed as in
   :mod:`impala_rl.core.distributions` (logits, or mean and log-std).
 
 Per slot: ``version`` (int64), the policy version that acted in rows 1..T (for the
 policy-lag metric: learner version minus behaviour version; row 0's action was chosen
-at the end of the previous unroll, possibly by the version before), and ``core_h``, ``core_c``
-(float32 [L]), the LSTM state *before* row 0, so the learner's unroll starting from it
-reproduces the actor's outputs for the same weights.
+at the end of the previous unroll, possibly by the version before), and the agent's
+recurrent state *before* row 0 (IMPALA's LSTM: ``core_h``, ``core_c``, float32 [L]), so
+the learner's unroll starting from it reproduces the actor's outputs for the same weights.
 """
 
 from __future__ import annotations
@@ -42,32 +43,47 @@ import torch
 
 Batch = Dict[str, torch.Tensor]
 
-ROW_FIELDS = ("obs", "first", "last_action", "reward", "terminal", "bootstrap", "action", "policy_params")
+ENV_ROW_FIELDS = ("obs", "first", "last_action", "reward", "terminal", "bootstrap", "action")
+"""The runtime's own row columns (above); an agent adds its own (:meth:`Agent.record_fields`)."""
 
 
 @dataclass(frozen=True)
 class RolloutSpec:
-    """Shapes and dtypes of one rollout slot."""
+    """Shapes and dtypes of one rollout slot: the environment's columns plus the agent's.
+
+    ``records`` are the agent's per-row extras (IMPALA: ``policy_params``) and ``states``
+    its recurrent state stored per unroll (IMPALA with an LSTM: ``core_h``, ``core_c``),
+    each as ``(name, shape, dtype)`` tuples, in order.
+    """
 
     unroll_length: int
     obs_shape: tuple
     obs_dtype: torch.dtype
-    policy_type: str  # 'categorical' | 'gaussian'
-    action_dim: int
-    num_policy_params: int
-    core_size: int  # LSTM hidden size; 0 without LSTM
+    action_shape: tuple
+    action_dtype: torch.dtype
+    records: tuple = ()
+    states: tuple = ()
+
+    @classmethod
+    def for_agent(cls, unroll_length: int, env_spec, agent) -> "RolloutSpec":
+        """The slot layout for ``agent`` acting in an environment described by ``env_spec``."""
+        return cls(unroll_length=unroll_length, obs_shape=tuple(env_spec.obs_shape),
+                   obs_dtype=numpy_to_torch_dtype(env_spec.obs_dtype), action_shape=tuple(env_spec.action_shape),
+                   action_dtype=numpy_to_torch_dtype(env_spec.action_dtype),
+                   records=tuple((n, tuple(s), d) for n, (s, d) in agent.record_fields().items()),
+                   states=tuple((n, tuple(s), d) for n, (s, d) in agent.state_fields().items()))
 
     @property
-    def action_shape(self) -> tuple:
-        return () if self.policy_type == "categorical" else (self.action_dim,)
+    def state_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _, _ in self.states)
 
     @property
-    def action_dtype(self) -> torch.dtype:
-        return torch.int64 if self.policy_type == "categorical" else torch.float32
+    def row_names(self) -> frozenset:
+        return frozenset(self.row_fields())
 
     def row_fields(self) -> dict[str, tuple[tuple, torch.dtype]]:
         """name -> (shape of one row, dtype)."""
-        return {
+        out = {
             "obs": (tuple(self.obs_shape), self.obs_dtype),
             "first": ((), torch.bool),
             "last_action": (self.action_shape, self.action_dtype),
@@ -75,15 +91,14 @@ class RolloutSpec:
             "terminal": ((), torch.bool),
             "bootstrap": ((), torch.float32),
             "action": (self.action_shape, self.action_dtype),
-            "policy_params": ((self.num_policy_params,), torch.float32),
         }
+        out.update({name: (shape, dtype) for name, shape, dtype in self.records})
+        return out
 
     def slot_fields(self) -> dict[str, tuple[tuple, torch.dtype]]:
         """name -> (shape of one slot's per-unroll value, dtype)."""
         out = {"version": ((), torch.int64)}
-        if self.core_size:
-            out["core_h"] = ((self.core_size,), torch.float32)
-            out["core_c"] = ((self.core_size,), torch.float32)
+        out.update({name: (shape, dtype) for name, shape, dtype in self.states})
         return out
 
     def allocate(self, num_slots: int, shared: bool = False) -> Batch:
@@ -101,15 +116,23 @@ class RolloutSpec:
     def nbytes_per_slot(self) -> int:
         return sum(t.element_size() * t.numel() for t in self.allocate(1).values())
 
+    def gather(self, buffers: Batch, indices: list[int] | torch.Tensor, pin_memory: bool = False) -> Batch:
+        """:func:`gather_batch` with this layout's row fields."""
+        return gather_batch(buffers, indices, self.row_names, pin_memory)
+
+    def select(self, batch: Batch, idx: torch.Tensor) -> Batch:
+        """:func:`select_unrolls` with this layout's row fields."""
+        return select_unrolls(batch, idx, self.row_names)
+
 
 def numpy_to_torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.zeros((), dtype=dtype)).dtype
 
 
-def gather_batch(buffers: Batch, indices: list[int] | torch.Tensor, pin_memory: bool = False) -> Batch:
+def gather_batch(buffers: Batch, indices: list[int] | torch.Tensor, row_names, pin_memory: bool = False) -> Batch:
     """Copy the given slots out of ``buffers`` into a time-major batch.
 
-    Row fields become [T+1, B, ...]; slot fields [B, ...]. The copy lets the slots be
+    Fields named in ``row_names`` become [T+1, B, ...]; the others (slot fields) [B, ...]. The copy lets the slots be
     recycled as soon as this returns. ``pin_memory`` (for a CUDA learner) puts the batch
     in page-locked memory so the learner's host-to-device copies run asynchronously.
     """
@@ -117,11 +140,11 @@ def gather_batch(buffers: Batch, indices: list[int] | torch.Tensor, pin_memory: 
     out = {}
     for name, t in buffers.items():
         picked = t.index_select(0, idx)
-        picked = picked.transpose(0, 1) if name in ROW_FIELDS else picked
+        picked = picked.transpose(0, 1) if name in row_names else picked
         out[name] = picked.pin_memory() if pin_memory else picked.contiguous()
     return out
 
 
-def select_unrolls(batch: Batch, idx: torch.Tensor) -> Batch:
+def select_unrolls(batch: Batch, idx: torch.Tensor, row_names) -> Batch:
     """The unrolls ``idx`` of a batch: row fields [T+1, B, ...] along dim 1, slot fields [B, ...] along dim 0."""
-    return {k: v.index_select(1 if k in ROW_FIELDS else 0, idx) for k, v in batch.items()}
+    return {k: v.index_select(1 if k in row_names else 0, idx) for k, v in batch.items()}

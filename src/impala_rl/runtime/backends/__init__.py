@@ -1,0 +1,37 @@
+"""How actors run: backends by name (``--backend``).
+
+Each entry builds a :class:`~impala_rl.runtime.backends.base.Backend` from
+``(cfg, env_spec, learner)``; modules are imported only when their backend is chosen
+(Ray stays optional).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+def _serial(cfg, env_spec, learner):
+    from impala_rl.runtime.backends.serial import SerialBackend
+    return SerialBackend(cfg, env_spec, learner.model)
+
+
+def _local(cfg, env_spec, learner):
+    from impala_rl.runtime.backends.local import LocalBackend
+    return LocalBackend(cfg, env_spec, learner.model)
+
+
+def _ray(cfg, env_spec, learner):
+    if cfg.num_learners > 1:  # this process is learner 0 of N; wires the gradient all-reduce into `learner`
+        from impala_rl.runtime.distributed import MultiLearnerBackend
+        return MultiLearnerBackend(cfg, env_spec, learner)
+    from impala_rl.runtime.backends.ray_backend import RayBackend
+    return RayBackend(cfg, env_spec, learner.model, version=learner.version)
+
+
+BACKEND_FACTORIES: dict[str, Callable] = {"serial": _serial, "local": _local, "ray": _ray}
+"""name -> factory(cfg, env_spec, learner) -> Backend; the names are ``config.BACKENDS``."""
+
+
+def make_backend(cfg, env_spec, learner):
+    """The backend ``cfg.backend`` names, feeding ``learner`` (its model's weights go to the actors)."""
+    return BACKEND_FACTORIES[cfg.backend](cfg, env_spec, learner)

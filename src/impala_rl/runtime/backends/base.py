@@ -15,6 +15,9 @@ from impala_rl.runtime.actor import EpisodeStats
 from impala_rl.runtime.types import Batch
 
 
+MAX_FAILED_STARTS = 3  # an actor that dies this many times in a row before one unroll is fatal
+
+
 class ActorFailure(RuntimeError):
     """The actors cannot go on (e.g. one keeps dying before its first unroll): the run must stop.
 
@@ -36,6 +39,9 @@ class Backend(Protocol):
 
     def info(self) -> dict[str, float]:
         """Counters for the logs (e.g. actor restarts, time the learner waited)."""
+
+    def actor_timings(self) -> dict[str, float]:
+        """Seconds the actors spent so far, by stage (env, inference, write), summed over actors."""
 
     def close(self) -> None:
         """Stop every actor and free every resource; safe to call twice."""

@@ -35,14 +35,13 @@ import torch.multiprocessing as mp
 from impala_rl.config import TrainConfig
 from impala_rl.envs import EnvSpec
 from impala_rl.runtime.actor import EpisodeStats
-from impala_rl.runtime.backends.base import ActorFailure, sum_timings
+from impala_rl.runtime.backends.base import MAX_FAILED_STARTS, ActorFailure, sum_timings
 from impala_rl.runtime.builders import build_actor, rollout_spec
 from impala_rl.runtime.inference import InferenceServer, RemoteForward
-from impala_rl.runtime.types import Batch, gather_batch
+from impala_rl.runtime.types import Batch
 
 log = logging.getLogger("impala_rl")
 
-MAX_FAILED_STARTS = 3  # an actor that dies this many times in a row before one unroll is fatal
 
 
 class SharedWeights:
@@ -332,7 +331,7 @@ class LocalBackend:
                 self.cond.wait(timeout=1.0)
             idx = [self.full.popleft() for _ in range(B)]
         self.wait_time += time.perf_counter() - t0
-        batch = gather_batch(self.buffers, idx, pin_memory=self.pin_memory)
+        batch = self.spec.gather(self.buffers, idx, pin_memory=self.pin_memory)
         with self.cond:
             self.free.extend(idx)
             finished, self.finished = self.finished, []

@@ -47,13 +47,12 @@ import torch
 from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.envs import EnvSpec
 from impala_rl.runtime.actor import EpisodeStats
-from impala_rl.runtime.backends.base import ActorFailure, sum_timings
+from impala_rl.runtime.backends.base import MAX_FAILED_STARTS, ActorFailure, sum_timings
 from impala_rl.runtime.builders import build_actor, rollout_spec
-from impala_rl.runtime.types import Batch, gather_batch
+from impala_rl.runtime.types import Batch
 
 log = logging.getLogger("impala_rl")
 
-MAX_FAILED_STARTS = 3  # an actor that dies this many times in a row before one unroll is fatal
 RETRY_DELAY_S = 1.0  # after a failed request, wait this long before sending that actor another
 STALL_WARNING_S = 60.0  # warn when no unroll arrived for this long (e.g. no room for restarted actors)
 INSTALL_HINT = "the ray backend needs Ray, which is not installed: pip install 'impala-rl[ray]'"
@@ -368,10 +367,10 @@ class RayBackend:
         while self.pending_unrolls < B:
             self._collect(timeout=1.0)
         self.wait_time += time.perf_counter() - t0
-        # Chunks of envs_per_actor unrolls -> one [T+1, B] batch laid out as gather_batch lays it;
+        # Chunks of envs_per_actor unrolls -> one [T+1, B] batch laid out as RolloutSpec.gather lays it;
         # unrolls beyond B wait for the next batch.
         stacked = {k: torch.from_numpy(np.concatenate([c[k] for c in self.pending])) for k in self.pending[0]}
-        batch = gather_batch(stacked, list(range(B)))
+        batch = self.spec.gather(stacked, list(range(B)))
         n = self.pending_unrolls
         self.pending = [{k: v[B:].numpy() for k, v in stacked.items()}] if n > B else []
         self.pending_unrolls = n - B

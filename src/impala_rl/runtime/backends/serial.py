@@ -17,7 +17,7 @@ from impala_rl.envs import EnvSpec
 from impala_rl.runtime.actor import EpisodeStats
 from impala_rl.runtime.backends.base import sum_timings
 from impala_rl.runtime.builders import build_actor, rollout_spec
-from impala_rl.runtime.types import Batch, gather_batch
+from impala_rl.runtime.types import Batch
 
 
 class SerialBackend:
@@ -49,7 +49,7 @@ class SerialBackend:
                 self.full.extend(slots)
         self.actor_time += time.perf_counter() - t0
         idx = [self.full.popleft() for _ in range(self.cfg.batch_size)]
-        batch = gather_batch(self.buffers, idx, pin_memory=self.pin_memory)
+        batch = self.spec.gather(self.buffers, idx, pin_memory=self.pin_memory)
         self.free.extend(idx)
         return batch, finished
 

@@ -1,0 +1,107 @@
+"""The agent seam: what an agent declares so the runtime can run it.
+
+The runtime (actors, transports, the learner, the training loop) is generic; an agent
+fills in what is specific to one algorithm:
+
+- **its network**, :meth:`Agent.build_model`: a module with the forward contract of
+  :class:`~impala_rl.models.ImpalaNet` (``forward(obs, last_action, last_reward, first,
+  core_state) -> (NetOutput, new_state)``), so that actors, central inference and
+  evaluation can step it;
+- **what its actors record** per step beyond the environment's columns,
+  :meth:`Agent.record_fields` (IMPALA: the behaviour policy's parameters; a Q-learning
+  agent: its Q-values; a multi-task agent: the task id), and **its recurrent state** as
+  named tensors, :meth:`Agent.state_fields` (stored per unroll, before row 0);
+- **how it acts**, :meth:`Agent.act`: from the network's output to actions and the
+  recorded extras, and :meth:`Agent.value` for bootstrapping a truncated episode;
+- **its loss**, :meth:`Agent.loss`: ``(forward, batch) -> (loss, metrics)``, plus two
+  optional hooks around the optimiser step (:meth:`Agent.before_updates`,
+  :meth:`Agent.after_update`) for statistics that live in the network (observation
+  normalisation, PopArt).
+
+The environment's columns (``ENV_ROW_FIELDS`` in :mod:`impala_rl.runtime.types`) and
+the unroll contract are the runtime's. ``--agent`` names an agent: a registered name
+(``impala``) or ``package.module:Class`` for one defined anywhere importable, which is
+how a new agent runs without touching runtime code (tests/runtime/test_agent_seam.py).
+
+An agent object is built from ``(cfg, env_spec)`` and must pickle: actor processes and
+Ray workers rebuild it from those two.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+import torch
+
+from impala_rl.config import ConfigError, TrainConfig
+
+if TYPE_CHECKING:
+    from impala_rl.envs.spec import EnvSpec
+
+Fields = dict[str, tuple[tuple, torch.dtype]]
+"""name -> (shape of one entry, dtype)."""
+
+AGENTS: dict[str, str] = {"impala": "impala_rl.agents.impala:ImpalaAgent"}
+"""Registered agents: name -> ``module:Class``. ``--agent`` also takes ``module:Class`` directly."""
+
+
+class Action(NamedTuple):
+    """What :meth:`Agent.act` returns for N environments.
+
+    Attributes:
+        action: int64 ``[N]`` (discrete) or float32 ``[N, A]`` (continuous).
+        record: the per-row extras the agent declared in :meth:`Agent.record_fields`,
+            each ``[N, *shape]``.
+    """
+
+    action: torch.Tensor
+    record: dict[str, torch.Tensor]
+
+
+class Agent(Protocol):
+    """An algorithm on the shared runtime (see the module docstring)."""
+
+    name: str
+
+    def build_model(self) -> torch.nn.Module:
+        """A fresh network (seeded from the config), on the CPU."""
+
+    def record_fields(self) -> Fields:
+        """Per-row extras the actors record beside the environment's columns."""
+
+    def state_fields(self) -> Fields:
+        """The recurrent state, by name, in the order of the network's ``core_state`` tuple."""
+
+    def act(self, out: Any, generator: torch.Generator) -> Action:
+        """Actions and recorded extras from the network's output for one step ([1, N, ...])."""
+
+    def value(self, out: Any) -> torch.Tensor:
+        """float32 ``[N]``: the state values in ``out`` (one step), in reward units."""
+
+    def loss(self, forward, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The scalar loss of a batch ([T+1, B] rows) and its metrics (scalar tensors are logged)."""
+
+    def before_updates(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
+        """Once per batch, before its gradient steps."""
+
+    def after_update(self, model: torch.nn.Module, metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+        """After each optimiser step; returns extra metrics to log."""
+
+
+def agent_class(name: str) -> type:
+    """The class ``--agent name`` refers to: a registered name or ``module:Class``."""
+    target = AGENTS.get(name, name)
+    if ":" not in target:
+        raise ConfigError(f"agent '{name}' is not one of: {', '.join(AGENTS)} (or module:Class)")
+    module_name, _, class_name = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"agent '{name}' cannot be loaded ({type(e).__name__}: {e}); give a registered name "
+                          f"({', '.join(AGENTS)}) or an importable module:Class") from None
+
+
+def make_agent(cfg: TrainConfig, env_spec: "EnvSpec") -> Agent:
+    """The agent ``cfg.agent`` names, for ``env_spec``."""
+    return agent_class(cfg.agent)(cfg, env_spec)

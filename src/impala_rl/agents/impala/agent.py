@@ -1,0 +1,136 @@
+"""The IMPALA agent: the paper's network, a sampled policy, and the V-trace loss.
+
+Everything algorithmic is in :mod:`impala_rl.core` (V-trace, the losses, PopArt, the
+policy distributions); this module says how the runtime's rows feed them:
+
+- actors record the behaviour policy's parameters ``policy_params`` (float32 ``[P]``)
+  beside each action, and the LSTM state ``core_h``, ``core_c`` before row 0;
+- the loss unrolls the network over the batch from that state, turns rows into rewards
+  and discounts (:func:`loss_inputs`) and calls :func:`~impala_rl.core.losses.impala_loss`;
+- with ``--popart`` the network's PopArt statistics are updated after each optimiser
+  step and the value head rescaled to preserve its outputs; with
+  ``--normalize-observations`` the observation statistics are updated once per batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from impala_rl.agents.base import Action, Fields
+from impala_rl.config import ConfigError, TrainConfig
+from impala_rl.core import distributions
+from impala_rl.core.losses import impala_loss
+from impala_rl.envs import is_minatar
+from impala_rl.envs.spec import EnvSpec
+from impala_rl.models import ImpalaNet, net_inputs
+
+
+def resolve_torso(cfg: TrainConfig, env_spec: EnvSpec) -> str:
+    if cfg.torso == "auto":
+        if is_minatar(cfg.env):
+            return "minatar"
+        return "shallow" if env_spec.is_image else "mlp"
+    return cfg.torso
+
+
+def build_model(cfg: TrainConfig, env_spec: EnvSpec) -> ImpalaNet:
+    """The network the config describes, seeded with ``cfg.seed``."""
+    torch.manual_seed(cfg.seed)
+    try:
+        return ImpalaNet(tuple(env_spec.obs_shape), env_spec.action_dim, policy_type=env_spec.policy_type,
+                         torso=resolve_torso(cfg, env_spec), use_lstm=cfg.use_lstm, lstm_size=cfg.lstm_size,
+                         mlp_sizes=tuple(cfg.mlp_sizes), channels_last=cfg.channels_last and env_spec.is_image,
+                         init=cfg.init, popart=cfg.popart, popart_beta=cfg.popart_beta,
+                         normalize_observations=cfg.normalize_observations, activation=cfg.mlp_activation,
+                         separate_value_torso=cfg.value_torso == "separate")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def loss_inputs(batch: dict[str, torch.Tensor], cfg: TrainConfig) -> dict:
+    """Rewards and discounts of the T transitions in a [T+1, B] batch.
+
+    Transition k (k = 0..T-1) goes from row k to row k+1; its reward and terminal flag
+    live in row k+1. A truncation adds discount * V_mu(x_final) to the reward and cuts
+    the chain (terminal), so it bootstraps; a termination does neither.
+    """
+    reward = batch["reward"][1:]
+    if cfg.reward_clip > 0:
+        reward = reward.clamp(-cfg.reward_clip, cfg.reward_clip)
+    rewards = reward + cfg.discount * batch["bootstrap"][1:]
+    discounts = (~batch["terminal"][1:]).float() * cfg.discount
+    return {"rewards": rewards, "discounts": discounts}
+
+
+class ImpalaAgent:
+    """IMPALA on the runtime (see the module docstring)."""
+
+    name = "impala"
+
+    def __init__(self, cfg: TrainConfig, env_spec: EnvSpec):
+        self.cfg = cfg
+        self.env_spec = env_spec
+        self.policy_type = env_spec.policy_type
+
+    def build_model(self) -> ImpalaNet:
+        return build_model(self.cfg, self.env_spec)
+
+    def record_fields(self) -> Fields:
+        size = distributions.num_params(self.policy_type, self.env_spec.action_dim)
+        return {"policy_params": ((size,), torch.float32)}
+
+    def state_fields(self) -> Fields:
+        if not self.cfg.use_lstm:
+            return {}
+        return {"core_h": ((self.cfg.lstm_size,), torch.float32), "core_c": ((self.cfg.lstm_size,), torch.float32)}
+
+    def act(self, out, generator: torch.Generator) -> Action:
+        params = out.policy_params[0]
+        return Action(distributions.sample(self.policy_type, params, generator=generator), {"policy_params": params})
+
+    def value(self, out) -> torch.Tensor:
+        return out.values[0, :, 0]
+
+    def before_updates(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
+        obs_norm = getattr(model, "obs_norm", None)
+        if obs_norm is not None:  # rows 1..T are new; row 0 repeats the previous unroll's row T
+            obs_norm.update(batch["obs"][1:])
+
+    def loss(self, forward, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        core_state = tuple(batch[name] for name in self.state_fields())
+        inputs = net_inputs(batch["obs"], batch["first"], batch["last_action"], batch["reward"], cfg.reward_clip)
+        out, _ = forward(core_state=core_state, **inputs)
+        values = out.values[..., 0]  # unnormalised (reward units)
+        normalizer = None
+        popart = getattr(forward, "popart", None)  # a compiled module forwards attributes to the original
+        if popart is not None:  # the loss takes the head's normalised outputs n = (v - mu) / sigma
+            mu, sigma = popart.statistics(torch.zeros(values.shape[1], dtype=torch.long, device=values.device))
+            values = (values - mu) / sigma
+            normalizer = (mu, sigma)
+        return impala_loss(
+            target_params=out.policy_params[:-1],
+            values=values[:-1],
+            bootstrap_value=values[-1],
+            behaviour_params=batch["policy_params"][:-1],
+            actions=batch["action"][:-1],
+            **loss_inputs(batch, cfg),
+            policy_type=self.policy_type,
+            correction=cfg.correction,
+            baseline_cost=cfg.baseline_cost,
+            entropy_cost=cfg.entropy_cost,
+            clip_rho_threshold=cfg.clip_rho_threshold,
+            clip_c_threshold=cfg.clip_c_threshold,
+            clip_pg_rho_threshold=cfg.clip_pg_rho_threshold,
+            lambda_=cfg.vtrace_lambda,
+            value_normalizer=normalizer,
+            normalize_advantages=cfg.normalize_advantages,
+        )
+
+    def after_update(self, model: torch.nn.Module, metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+        popart = getattr(model, "popart", None)
+        if popart is None:
+            return {}
+        old_mu, old_sigma = popart.update(metrics["vs"], torch.zeros((), dtype=torch.long, device=metrics["vs"].device))
+        popart.preserve_outputs_(model.value_head, old_mu, old_sigma)
+        return {"popart_mu": float(popart.mu[0]), "popart_sigma": float(popart.sigma[0])}
