@@ -7,13 +7,17 @@ entropy cost 0.01, RMSProp (lr 6e-4 linearly annealed to 0, decay 0.99, momentum
 epsilon 0.01), global gradient-norm clip 40.
 
 Per-family presets (``PRESETS``: atari, classic_control, continuous, minatar) adjust
-fields the user did not set, e.g. Adam with normalised advantages, more environments and
-smaller batches for Atari; the CLI prints what a preset changed. Derived values (slot count, frames per learner step) are properties, never
-fields mutated after parsing.
+fields the user did not set (e.g. for Atari: 32 envs per actor and two passes over each
+batch in four minibatches); the CLI prints what a preset changed. Derived values (slot
+count, frames per learner step) are properties, never fields mutated after parsing.
 
-A flat dataclass (sections via metadata) was chosen over a nested tree: it pickles to
-actor processes and Ray workers as is, serialises to one flat JSON object in the run
-directory, and maps one-to-one onto command-line flags.
+The config is composed of ``SECTIONS`` (environment, model, agent, optimiser, runtime,
+ray, logging): every field belongs to one, ``--help`` groups the flags by them and
+:meth:`TrainConfig.section` reads one. They are kept in one flat dataclass rather than a
+nested tree: it pickles to actor processes and Ray workers as is, serialises to the one
+flat JSON object every run directory already holds (old run directories load
+unchanged), and maps one-to-one onto command-line flags. An agent reads the ``agent``
+section (IMPALA: discount, costs, V-trace thresholds, PopArt, ...).
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ VALUE_TORSOS = ("shared", "separate")
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message says what was wrong and what is accepted."""
+
+
+SECTIONS = ("environment", "model", "agent", "optimiser", "runtime", "ray", "logging")
 
 
 def _f(default: Any, help: str, group: str, **kw: Any) -> Any:
@@ -71,7 +78,7 @@ class TrainConfig:
     max_episode_frames: int = _f(108_000, "Atari: cap on emulator frames per episode (truncation).", "environment")
     # --- model --------------------------------------------------------------------
     agent: str = _f("impala", "The agent: impala, or module:Class for an agent defined elsewhere "
-                    "(see impala_rl.agents).", "algorithm")
+                    "(see impala_rl.agents).", "agent")
     torso: str = _f("auto", "Network torso: auto (minatar for MinAtar ids, shallow for other images, mlp for "
                     "vectors), mlp, shallow, deep, minatar.", "model")
     use_lstm: bool = _f(False, "Add the paper's LSTM core (input: features, one-hot last action, clipped reward).", "model")
@@ -88,26 +95,26 @@ class TrainConfig:
                                       "observations such as MuJoCo's.", "model")
     compile: bool = _f(False, "torch.compile the learner's network (faster steps after a compile at start).", "model")
     # --- algorithm ------------------------------------------------------------------
-    unroll_length: int = _f(20, "Unroll length T (each unroll holds T+1 rows: it overlaps the previous by one).", "algorithm")
-    batch_size: int = _f(32, "Unrolls per learner batch B.", "algorithm")
-    discount: float = _f(0.99, "Discount factor gamma.", "algorithm")
-    baseline_cost: float = _f(0.5, "Weight of the baseline (value) loss.", "algorithm")
-    entropy_cost: float = _f(0.01, "Weight of the entropy bonus.", "algorithm")
-    correction: str = _f("vtrace", "Off-policy correction: vtrace, 1step_is, epsilon, none (paper Table 2).", "algorithm")
-    clip_rho_threshold: float = _f(1.0, "V-trace rho-bar (truncation of the value-target importance weights).", "algorithm")
-    clip_c_threshold: float = _f(1.0, "V-trace c-bar (truncation of the trace-cutting coefficients).", "algorithm")
-    clip_pg_rho_threshold: float = _f(1.0, "Truncation of the policy-gradient importance weights.", "algorithm")
-    vtrace_lambda: float = _f(1.0, "V-trace lambda (c_i = lambda * min(c-bar, rho_i)).", "algorithm")
-    reward_clip: float = _f(1.0, "Clip rewards to [-x, x] in the learner; 0 disables clipping.", "algorithm")
+    unroll_length: int = _f(20, "Unroll length T (each unroll holds T+1 rows: it overlaps the previous by one).", "agent")
+    batch_size: int = _f(32, "Unrolls per learner batch B.", "agent")
+    discount: float = _f(0.99, "Discount factor gamma.", "agent")
+    baseline_cost: float = _f(0.5, "Weight of the baseline (value) loss.", "agent")
+    entropy_cost: float = _f(0.01, "Weight of the entropy bonus.", "agent")
+    correction: str = _f("vtrace", "Off-policy correction: vtrace, 1step_is, epsilon, none (paper Table 2).", "agent")
+    clip_rho_threshold: float = _f(1.0, "V-trace rho-bar (truncation of the value-target importance weights).", "agent")
+    clip_c_threshold: float = _f(1.0, "V-trace c-bar (truncation of the trace-cutting coefficients).", "agent")
+    clip_pg_rho_threshold: float = _f(1.0, "Truncation of the policy-gradient importance weights.", "agent")
+    vtrace_lambda: float = _f(1.0, "V-trace lambda (c_i = lambda * min(c-bar, rho_i)).", "agent")
+    reward_clip: float = _f(1.0, "Clip rewards to [-x, x] in the learner; 0 disables clipping.", "agent")
     normalize_advantages: bool = _f(False, "Standardise the policy-gradient advantages over each batch (mean 0, "
-                                    "std 1), as PPO does; not in the paper.", "algorithm")
+                                    "std 1), as PPO does; not in the paper.", "agent")
     popart: bool = _f(False, "PopArt: normalise value targets by running statistics and rescale the value head "
-                      "so its outputs are preserved (van Hasselt et al. 2016; Hessel et al. 2018).", "algorithm")
-    popart_beta: float = _f(3e-4, "PopArt: EMA step of the value-target statistics.", "algorithm")
+                      "so its outputs are preserved (van Hasselt et al. 2016; Hessel et al. 2018).", "agent")
+    popart_beta: float = _f(3e-4, "PopArt: EMA step of the value-target statistics.", "agent")
     learner_epochs: int = _f(1, "Gradient passes over each batch (1 = the paper's single pass); V-trace corrects "
-                             "for the policy moving between passes.", "algorithm")
+                             "for the policy moving between passes.", "agent")
     learner_minibatches: int = _f(1, "Split each pass over a batch into this many minibatches of unrolls (one "
-                                  "gradient step each); must divide batch_size.", "algorithm")
+                                  "gradient step each); must divide batch_size.", "agent")
     # --- optimiser -----------------------------------------------------------------
     optimizer: str = _f("rmsprop", "rmsprop (torch: eps outside the square root, accumulator starts at 0), "
                         "rmsprop_tf (the paper's TensorFlow RMSProp: eps inside the root, accumulator starts at 1), "
@@ -156,6 +163,12 @@ class TrainConfig:
     log_interval: float = _f(5.0, "Seconds between progress lines and CSV/TensorBoard rows.", "logging")
     checkpoint_interval: float = _f(10.0, "Minutes between checkpoints (one is always written at the end).", "logging")
     quiet: bool = _f(False, "No progress lines on stderr.", "logging")
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The fields of one of ``SECTIONS`` and their values."""
+        if name not in SECTIONS:
+            raise ConfigError(f"section '{name}' is not one of: {', '.join(SECTIONS)}")
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["group"] == name}
 
     # ---------------------------------------------------------------- derived values
     @property

@@ -1,0 +1,87 @@
+"""A second agent, defined outside the package, to show the seams carry one.
+
+REINFORCE with a batch-mean baseline and its own small network (logits only, no value):
+it records the log-probability of each action it takes (a per-row extra beside the
+environment's columns) and a step counter as its "recurrent state" (a named state the
+runtime stores before row 0 of each unroll), and reports its own metric. It runs with
+``--agent reinforce_agent:ReinforceAgent`` when this directory is on the Python path,
+on any backend, without a line of runtime code knowing of it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from impala_rl.agents import Action
+from impala_rl.models import NetOutput
+
+
+class PolicyNet(nn.Module):
+    """Logits from a 2-layer MLP; values are zeros (REINFORCE needs none). The "state" counts steps."""
+
+    def __init__(self, obs_dim: int, num_actions: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(obs_dim, 32), nn.Tanh(), nn.Linear(32, num_actions))
+        self.policy_param_size = num_actions
+
+    def initial_state(self, batch_size: int, device=None):
+        return (torch.zeros(batch_size, device=device),)
+
+    def forward(self, obs, last_action, last_reward, first, core_state=()):
+        T, B = obs.shape[:2]
+        logits = self.body(obs.float())
+        (steps,) = core_state
+        for t in range(T):  # the step counter restarts with each episode
+            steps = torch.where(first[t], torch.zeros_like(steps), steps) + 1
+        return NetOutput(logits, torch.zeros(T, B, 1)), (steps,)
+
+
+class ReinforceAgent:
+    name = "reinforce"
+
+    def __init__(self, cfg, env_spec):
+        if env_spec.policy_type != "categorical":
+            raise ValueError("this test agent handles discrete actions only")
+        self.cfg, self.env_spec = cfg, env_spec
+
+    def build_model(self):
+        torch.manual_seed(self.cfg.seed)
+        return PolicyNet(self.env_spec.obs_shape[0], self.env_spec.action_dim)
+
+    def record_fields(self):
+        return {"logp": ((), torch.float32)}
+
+    def state_fields(self):
+        return {"steps": ((), torch.float32)}
+
+    def act(self, out, generator):
+        logits = out.policy_params[0]
+        action = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
+        logp = torch.log_softmax(logits, -1).gather(-1, action[:, None])[:, 0]
+        return Action(action, {"logp": logp})
+
+    def value(self, out):
+        return out.values[0, :, 0]
+
+    def before_updates(self, model, batch):
+        pass
+
+    def loss(self, forward, batch):
+        out, _ = forward(obs=batch["obs"], last_action=batch["last_action"], last_reward=batch["reward"],
+                         first=batch["first"], core_state=(batch["steps"],))
+        logp = torch.log_softmax(out.policy_params[:-1], -1).gather(-1, batch["action"][:-1, :, None])[..., 0]
+        rewards, discounts = batch["reward"][1:], (~batch["terminal"][1:]).float() * self.cfg.discount
+        returns, running = torch.zeros_like(rewards), torch.zeros_like(rewards[0])
+        for t in reversed(range(rewards.shape[0])):  # returns to go within the unroll
+            running = rewards[t] + discounts[t] * running
+            returns[t] = running
+        advantage = returns - returns.mean()
+        loss = -(logp * advantage).mean()
+        # How far the learner's policy is from the one that acted (the recorded log-probabilities),
+        # on rows 1..T-1 (row 0's action was chosen at the end of the previous unroll).
+        drift = (logp.detach()[1:] - batch["logp"][1:-1]).abs().mean()
+        return loss, {"reinforce_loss": loss.detach(), "reinforce_logp_drift": drift}
+
+    def after_update(self, model, metrics):
+        return {}
