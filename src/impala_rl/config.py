@@ -357,10 +357,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "continuous": {
         **_SMALL_TASKS,
+        "batch_size": 16,
         "torso": "mlp",
         "mlp_sizes": (64, 64),
+        "mlp_activation": "tanh",  # ReLU let HalfCheetah's action means run out of bounds (-590)
+        "value_torso": "separate",
         "envs_per_actor": 8,
-        "learning_rate": 1e-3,
+        "learning_rate": 3e-4,
+        "learner_epochs": 2,
+        "learner_minibatches": 4,
         "entropy_cost": 0.0,
         "total_frames": 2_000_000,
     },
