@@ -292,7 +292,7 @@ def test_train_help_shows_field_help(tmp_path):
     assert "V-trace rho-bar" in text
     assert "--batch-size INT Unrolls per learner batch B. (default: 32)" in text
     assert "--resume RUN_DIR" in text
-    assert "algorithm:" in proc.stdout and "optimiser:" in proc.stdout  # grouped by section
+    assert "agent:" in proc.stdout and "optimiser:" in proc.stdout  # grouped by section
 
 
 # ----------------------------------------------------------------------------- bad input
