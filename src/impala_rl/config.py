@@ -87,6 +87,8 @@ class TrainConfig:
     mlp_activation: str = _f("relu", "Nonlinearity of the MLP torso: relu or tanh.", "model")
     value_torso: str = _f("shared", "shared: policy and value heads on one torso (the paper); separate: the value "
                           "head gets a torso of its own (not with --use-lstm).", "model")
+    bounded_mean: bool = _f(False, "Gaussian policies: squash the mean into the action bounds with tanh "
+                            "(the sampled action is still clipped to them).", "model")
     channels_last: bool = _f(True, "Image torsos: channels-last memory format (faster convolutions on CPU).", "model")
     init: str = _f("orthogonal", "Weight init: orthogonal (torso gain sqrt 2, value head 1, zero biases) or torch "
                    "(PyTorch's defaults); the policy head is always orthogonal with gain 0.01.", "model")

@@ -337,3 +337,23 @@ def test_separate_value_torso_shares_no_weights_with_the_policy():
 def test_separate_value_torso_is_refused_with_the_lstm():
     with pytest.raises(ValueError, match="separate value torso cannot be combined with the LSTM"):
         make_net(use_lstm=True, separate_value_torso=True)
+
+
+def test_bounded_mean_stays_inside_the_action_box_and_learns():
+    net = ImpalaNet((5,), 2, "gaussian", torso="mlp", mlp_sizes=(8,), mean_bounds=((-1.0, 0.0), (1.0, 4.0)))
+    with torch.no_grad():
+        net.policy_head.weight.mul_(1e4)  # push the raw head far out
+    obs, last_action, last_reward, first = make_inputs(net, 3, 4)
+    out = net(obs * 10, last_action, last_reward, first)[0]
+    mean = out.policy_params[..., :2]
+    assert float(mean[..., 0].min()) >= -1.0 and float(mean[..., 0].max()) <= 1.0
+    assert float(mean[..., 1].min()) >= 0.0 and float(mean[..., 1].max()) <= 4.0
+    fresh = ImpalaNet((5,), 2, "gaussian", torso="mlp", mlp_sizes=(8,), mean_bounds=((-1.0, 0.0), (1.0, 4.0)))
+    out = fresh(obs, last_action, last_reward, first)[0]
+    torch.testing.assert_close(out.policy_params[..., 1], torch.full((3, 4), 2.0), atol=0.05, rtol=0)  # centre
+    out.policy_params.sum().backward()
+    assert fresh.policy_head.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="mean_bounds must be finite"):
+        ImpalaNet((5,), 1, "gaussian", mean_bounds=((-float("inf"),), (1.0,)))
+    with pytest.raises(ValueError, match="mean_bounds needs a gaussian policy"):
+        ImpalaNet((5,), 2, "categorical", mean_bounds=((-1.0, -1.0), (1.0, 1.0)))

@@ -91,6 +91,10 @@ class ImpalaNet(nn.Module):
         separate_value_torso: give the value head a torso of its own (same architecture,
             its own weights) so value and policy share no features, as PPO's MuJoCo
             setups do. Not with ``use_lstm`` (the core would feed the policy only).
+        mean_bounds: ``(low, high)``, finite per-dimension action bounds: a Gaussian
+            policy's mean becomes ``center + half_range * tanh(head)``, so it cannot leave
+            the box the environment clips actions to (where the return no longer depends
+            on it and it would drift). Gaussian policies only.
 
     Raises:
         ValueError: an unknown option, or an ``obs_shape`` the torso cannot take (the
@@ -114,6 +118,7 @@ class ImpalaNet(nn.Module):
         normalize_observations: bool = False,
         activation: str = "relu",
         separate_value_torso: bool = False,
+        mean_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
     ):
         super().__init__()
         if init not in INITS:
@@ -152,6 +157,16 @@ class ImpalaNet(nn.Module):
         nn.init.zeros_(self.policy_head.bias)
         if policy_type == "gaussian":
             self.log_std = nn.Parameter(torch.zeros(self.action_dim))
+        self.bounded_mean = mean_bounds is not None
+        if self.bounded_mean:
+            low, high = (torch.as_tensor(b, dtype=torch.float32).reshape(-1) for b in mean_bounds)
+            if policy_type != "gaussian" or low.shape != (self.action_dim,) or high.shape != (self.action_dim,):
+                raise ValueError(f"mean_bounds needs a gaussian policy and {self.action_dim} lows and highs")
+            if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (high > low).all()):
+                raise ValueError(f"mean_bounds must be finite with high > low; got low {low.tolist()}, "
+                                 f"high {high.tolist()}")
+            self.register_buffer("mean_center", (high + low) / 2)
+            self.register_buffer("mean_half_range", (high - low) / 2)
         # PopArt rescales this layer in place: keep the attribute name.
         self.value_head = nn.Linear(self.core_output_size, self.num_values)
         self.popart = PopArt(self.num_values, beta=popart_beta) if popart else None
@@ -228,6 +243,8 @@ class ImpalaNet(nn.Module):
                 features, last_action, last_reward, first, core_state
             )
         policy_params = self.policy_head(features)
+        if self.bounded_mean:
+            policy_params = self.mean_center + self.mean_half_range * torch.tanh(policy_params)
         if self.policy_type == "gaussian":
             policy_params = torch.cat([policy_params, self.log_std.expand_as(policy_params)], -1)
         if self.value_torso is not None:

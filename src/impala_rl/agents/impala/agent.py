@@ -42,7 +42,9 @@ def build_model(cfg: TrainConfig, env_spec: EnvSpec) -> ImpalaNet:
                          mlp_sizes=tuple(cfg.mlp_sizes), channels_last=cfg.channels_last and env_spec.is_image,
                          init=cfg.init, popart=cfg.popart, popart_beta=cfg.popart_beta,
                          normalize_observations=cfg.normalize_observations, activation=cfg.mlp_activation,
-                         separate_value_torso=cfg.value_torso == "separate")
+                         separate_value_torso=cfg.value_torso == "separate",
+                         mean_bounds=((env_spec.action_low, env_spec.action_high)
+                                      if cfg.bounded_mean and env_spec.policy_type == "gaussian" else None))
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
