@@ -90,7 +90,7 @@ def _train_config(args: argparse.Namespace):
     if args.resume:
         try:
             cfg, state = load_run(args.resume)
-        except FileNotFoundError as e:
+        except (FileNotFoundError, ValueError) as e:  # ValueError: ConfigError from a foreign config
             raise UsageError(str(e)) from None
         if "env" in explicit and explicit["env"] != cfg.env:
             raise UsageError(f"--env {explicit['env']} differs from the resumed run's env {cfg.env}")
@@ -175,7 +175,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         result = evaluate(args.run_dir, episodes=args.episodes, greedy=not args.sample, video=args.video,
                           seed=args.seed, max_steps=args.max_steps)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     print(f"{result.policy} policy, {len(result.returns)} episodes: mean return {result.mean:.2f} "
           f"+- {result.std:.2f} (min {min(result.returns):.2f}, max {max(result.returns):.2f})")

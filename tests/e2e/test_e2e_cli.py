@@ -350,6 +350,21 @@ def test_train_refuses_to_overwrite_a_run(trained):
     assert (run_dir / "checkpoint.pt").stat().st_mtime_ns == before
 
 
+def test_a_run_written_by_another_version_is_refused_in_one_line(trained):
+    root, run_dir, _ = trained
+    foreign = root / "foreign"
+    foreign.mkdir()
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    state["config"]["from_a_later_version"] = 1
+    torch.save(state, foreign / "checkpoint.pt")
+    before = (foreign / "checkpoint.pt").read_bytes()
+    for args in (["train", "--resume", str(foreign), "--total-frames", "1000"], ["eval", str(foreign)]):
+        proc = impala(*args, cwd=root)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "cannot be loaded by this version of impala-rl: unknown config keys: from_a_later_version" in proc.stderr
+    assert (foreign / "checkpoint.pt").read_bytes() == before and sorted(foreign.iterdir()) == [foreign / "checkpoint.pt"]
+
+
 # ----------------------------------------------------------------------------- faults and signals
 LOCAL = [*TINY, "--backend", "local", "--num-actors", "2", "--log-interval", "0.2"]
 PROGRESS = r"frames\s+\S+/"
