@@ -55,9 +55,12 @@ class ReinforceAgent:
     def state_fields(self):
         return {"steps": ((), torch.float32)}
 
-    def act(self, out, generator):
+    def act(self, out, generator, greedy=False):
         logits = out.policy_params[0]
-        action = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
+        if greedy:
+            action = logits.argmax(-1)
+        else:
+            action = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
         logp = torch.log_softmax(logits, -1).gather(-1, action[:, None])[:, 0]
         return Action(action, {"logp": logp})
 

@@ -73,8 +73,9 @@ class Agent(Protocol):
     def state_fields(self) -> Fields:
         """The recurrent state, by name, in the order of the network's ``core_state`` tuple."""
 
-    def act(self, out: Any, generator: torch.Generator) -> Action:
-        """Actions and recorded extras from the network's output for one step ([1, N, ...])."""
+    def act(self, out: Any, generator: torch.Generator, greedy: bool = False) -> Action:
+        """Actions and recorded extras from the network's output for one step ([1, N, ...]);
+        ``greedy`` (``impala eval``) takes the most likely action instead of sampling."""
 
     def value(self, out: Any) -> torch.Tensor:
         """float32 ``[N]``: the state values in ``out`` (one step), in reward units."""

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from impala_rl.core import distributions
+from impala_rl.agents import make_agent
 from impala_rl.models import net_inputs
-from impala_rl.runtime.builders import atari_options, build_model, probe_env
+from impala_rl.runtime.builders import atari_options, probe_env
 from impala_rl.runtime.train import load_run
 from impala_rl.envs import make_env
 
@@ -36,14 +36,15 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, video
     """Play ``episodes`` episodes (unclipped returns) with the run's latest checkpoint."""
     cfg, state = load_run(run_dir)
     env_spec = probe_env(cfg)
-    model = build_model(cfg, env_spec)
+    agent = make_agent(cfg, env_spec)
+    model = agent.build_model()
     model.load_state_dict(state["model"])
     model.eval()
     env = make_env(cfg.env, seed=seed, atari=atari_options(cfg), **({"render_mode": "rgb_array"} if video else {}))
     generator = torch.Generator().manual_seed(seed)
     returns, lengths, frames = [], [], []
-    action_shape = () if env_spec.policy_type == "categorical" else (env_spec.action_dim,)
-    action_dtype = torch.int64 if env_spec.policy_type == "categorical" else torch.float32
+    action_shape = env_spec.action_shape
+    action_dtype = torch.from_numpy(np.zeros((), dtype=env_spec.action_dtype)).dtype
     try:
         for episode in range(episodes):
             obs, _ = env.reset(seed=seed + episode)
@@ -56,9 +57,7 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, video
                 inputs = net_inputs(torch.as_tensor(np.asarray(obs))[None, None], torch.tensor([[first]]),
                                     last_action, torch.tensor([[reward]], dtype=torch.float32), cfg.reward_clip)
                 out, state_ = model(core_state=state_, **inputs)
-                params = out.policy_params[0, 0]
-                action = (distributions.mode if greedy else distributions.sample)(
-                    env_spec.policy_type, params, **({} if greedy else {"generator": generator}))
+                action = agent.act(out, generator, greedy=greedy).action[0]
                 obs, reward, terminated, truncated, _ = env.step(
                     int(action) if env_spec.policy_type == "categorical" else action.numpy())
                 total += float(reward)

@@ -86,8 +86,10 @@ class ImpalaAgent:
             return {}
         return {"core_h": ((self.cfg.lstm_size,), torch.float32), "core_c": ((self.cfg.lstm_size,), torch.float32)}
 
-    def act(self, out, generator: torch.Generator) -> Action:
+    def act(self, out, generator: torch.Generator, greedy: bool = False) -> Action:
         params = out.policy_params[0]
+        if greedy:
+            return Action(distributions.mode(self.policy_type, params), {"policy_params": params})
         return Action(distributions.sample(self.policy_type, params, generator=generator), {"policy_params": params})
 
     def value(self, out) -> torch.Tensor:

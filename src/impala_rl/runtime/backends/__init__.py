@@ -29,7 +29,7 @@ def _ray(cfg, env_spec, learner):
 
 
 BACKEND_FACTORIES: dict[str, Callable] = {"serial": _serial, "local": _local, "ray": _ray}
-"""name -> factory(cfg, env_spec, learner) -> Backend; the names are ``config.BACKENDS``."""
+"""name -> factory(cfg, env_spec, learner) -> Backend; ``--backend`` accepts these names (config validates against them)."""
 
 
 def make_backend(cfg, env_spec, learner):
