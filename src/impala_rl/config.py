@@ -366,11 +366,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "mlp_sizes": (64, 64),
         "mlp_activation": "tanh",  # ReLU let HalfCheetah's action means run out of bounds (-590)
         "value_torso": "separate",
+        "bounded_mean": True,  # the mean cannot leave the action box (where it drifted without a gradient)
         "envs_per_actor": 8,
         "learning_rate": 3e-4,
         "learner_epochs": 2,
         "learner_minibatches": 4,
-        "entropy_cost": 0.0,
+        "entropy_cost": 0.003,
         "total_frames": 2_000_000,
     },
     "minatar": {
