@@ -8,12 +8,19 @@ the previous checkpoint intact; nothing half-written is ever at the final path.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
 
 CHECKPOINT_NAME = "checkpoint.pt"
+REQUIRED_KEYS = ("config", "model", "optimizer", "version", "frames")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a loadable impala-rl checkpoint; the message says which and why."""
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
@@ -39,4 +46,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         path = path / CHECKPOINT_NAME
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path} (expected a run directory holding {CHECKPOINT_NAME})")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e) or "GLOBAL" in str(e):  # refused by weights_only: never retry unsafely
+            raise CheckpointError(f"{path} is not a trusted impala-rl checkpoint: it holds Python objects beyond "
+                                  f"tensors and plain values, so it was not loaded") from None
+        raise CheckpointError(f"{path} is not an impala-rl checkpoint (not a torch file, or corrupt)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} cannot be read as a checkpoint ({type(e).__name__}): it may be truncated or "
+                              f"corrupt") from None
+    missing = [k for k in REQUIRED_KEYS if not (isinstance(state, dict) and k in state)]
+    if missing:
+        raise CheckpointError(f"{path} is a torch file but not an impala-rl run checkpoint (missing: "
+                              f"{', '.join(missing)})")
+    return state

@@ -82,6 +82,16 @@ def _config_with_preset(explicit: dict, use_preset: bool = True):
     return cfg, note
 
 
+# Fields a resumed run cannot change: its environment, what its network's weights and
+# buffers are (their shapes and meaning), and the optimiser whose state it carries.
+RESUME_FIXED = ("env", "agent", "torso", "use_lstm", "lstm_size", "mlp_sizes", "mlp_activation", "value_torso",
+                "normalize_observations", "popart", "bounded_mean", "full_action_space", "optimizer")
+
+
+def _flag_value(value) -> str:
+    return " ".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
+
+
 def _train_config(args: argparse.Namespace):
     """(config, resume state or None, note on the preset or overrides applied) from the parsed flags."""
     from impala_rl.runtime.train import load_run
@@ -90,10 +100,17 @@ def _train_config(args: argparse.Namespace):
     if args.resume:
         try:
             cfg, state = load_run(args.resume)
-        except (FileNotFoundError, ValueError) as e:  # ValueError: ConfigError from a foreign config
+        except (FileNotFoundError, ValueError) as e:  # ValueError: a foreign config or not a checkpoint
             raise UsageError(str(e)) from None
-        if "env" in explicit and explicit["env"] != cfg.env:
-            raise UsageError(f"--env {explicit['env']} differs from the resumed run's env {cfg.env}")
+        if "run_dir" in explicit and Path(explicit["run_dir"]).resolve() != Path(args.resume).resolve():
+            raise UsageError(f"--run-dir cannot be combined with --resume: a run continues in its own directory "
+                             f"({args.resume}); copy the directory first to branch it")
+        explicit.pop("run_dir", None)
+        changed = [f"--{k.replace('_', '-')} (run: {_flag_value(getattr(cfg, k))}, given: {_flag_value(v)})"
+                   for k, v in explicit.items() if k in RESUME_FIXED and v != getattr(cfg, k)]
+        if changed:
+            raise UsageError(f"a resumed run keeps its environment, network and optimiser; these differ: "
+                             f"{'; '.join(changed)}")
         cfg = dataclasses.replace(cfg, **explicit, run_dir=str(args.resume))
         note = f"[impala] resuming {args.resume} with overrides: {explicit}" if explicit else ""
         return cfg, state, note
@@ -116,21 +133,40 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg, resume_state=state)
     except ValueError as e:  # ConfigError, UnknownEnvError, unsupported spaces
         raise UsageError(str(e)) from None
-    if state is None and (Path(cfg.run_dir) / "checkpoint.pt").exists():
+    run_dir = Path(cfg.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--run-dir {cfg.run_dir} is an existing file, not a directory")
+    if state is None and (run_dir / "checkpoint.pt").exists():
         raise UsageError(f"run directory {cfg.run_dir} already holds a run; use --resume {cfg.run_dir} "
                          f"or another --run-dir")
+    if state is None and run_dir.is_dir() and any(run_dir.iterdir()):
+        raise UsageError(f"run directory {cfg.run_dir} already holds files but no checkpoint (a run that died "
+                         f"before its first one?); remove it or choose another --run-dir")
     if state is not None and trainer.learner.frames >= cfg.total_frames:
         raise UsageError(f"the run in {cfg.run_dir} already reached {trainer.learner.frames} of "
                          f"{cfg.total_frames} frames; pass a larger --total-frames to continue it")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".impala-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"cannot write the run directory {cfg.run_dir}: {e.strerror or e}") from None
     if note:
         print(note, file=sys.stderr)
-    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     setup_logging(Path(cfg.run_dir), quiet=cfg.quiet)
     print(f"[impala] training {cfg.env} for {cfg.total_frames} frames ({cfg.backend} backend, "
           f"{cfg.num_actors} actors x {cfg.envs_per_actor} envs, device {trainer.device}); run dir {cfg.run_dir}",
           file=sys.stderr)
-    result = trainer.run()
-    return 0 if result.stop_reason in ("done", "interrupted") else 1
+    try:
+        result = trainer.run()
+    except OSError as e:  # a full disk, a vanished directory: one line, details in train.log
+        print(f"impala: error: the run stopped: {e.strerror or e} ({getattr(e, 'filename', '') or cfg.run_dir}); "
+              f"the last checkpoint in {cfg.run_dir} is intact, --resume it once fixed", file=sys.stderr)
+        return 1
+    if result.stop_reason == "interrupted":  # the shell's convention: 128 + the signal's number
+        return 128 + _STOP_SIGNAL.get("signum", signal.SIGINT)
+    return 0 if result.stop_reason == "done" else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -246,7 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_STOP_SIGNAL: dict = {}
+
+
 def _raise_keyboard_interrupt(signum, frame):
+    _STOP_SIGNAL.setdefault("signum", signum)
     raise KeyboardInterrupt
 
 

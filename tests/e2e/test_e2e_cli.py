@@ -419,8 +419,9 @@ def test_actor_whose_env_raises_stops_the_run_with_a_clear_message(training, tmp
 
 @pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
 def test_signal_stops_the_run_with_a_checkpoint(training, tmp_path, how):
-    """SIGTERM to the trainer, or Ctrl-C (SIGINT to the whole process group): exit 0 after
-    a final checkpoint; the actors (which ignore SIGINT) are stopped by the trainer."""
+    """SIGTERM to the trainer, or Ctrl-C (SIGINT to the whole process group): exit 143 / 130
+    (128 + the signal) after a final checkpoint; the actors (which ignore SIGINT) are
+    stopped by the trainer."""
     shm_before = shm_entries()
     run_dir = tmp_path / "run"
     run = training([*LOCAL, "--total-frames", "10000000", "--run-dir", str(run_dir)], new_session=how == "ctrl-c")
@@ -433,7 +434,7 @@ def test_signal_stops_the_run_with_a_checkpoint(training, tmp_path, how):
     else:
         os.killpg(run.proc.pid, signal.SIGINT)
     code = run.finish(timeout=60)
-    assert code == 0, run.stderr
+    assert code == (143 if how == "sigterm" else 130), run.stderr
     assert "interrupted: writing a final checkpoint" in run.stderr
     summary = read_summary(run_dir)
     assert summary["stop_reason"] == "interrupted"

@@ -72,6 +72,7 @@ class Trainer:
         start = time.time()
         stop_reason = "done"
         restarts = 0
+        crash: BaseException | None = None
 
         def log_step(step) -> None:
             nonlocal restarts
@@ -90,25 +91,50 @@ class Trainer:
         except ActorFailure as e:
             stop_reason = "actor_failure"
             log.error("stopping: %s", e)
+        except Exception as e:  # a crash: say so in train.log and summary.json, then let it propagate
+            stop_reason, crash = "crashed", e
+            log.error("crashed: %s: %s (traceback in train.log)", type(e).__name__, e)
+            _append_traceback(self.run_dir / "train.log")
         finally:
             backend.close()
             restarts = int(backend.info().get("actor_restarts", restarts))
             elapsed = time.time() - start
-            self.checkpoint(restarts, elapsed)
-            row = logger.flush(learner.frames)
-            logger.close()
+            row = {"frames": learner.frames}
+            try:
+                self.checkpoint(restarts, elapsed)
+                row = logger.flush(learner.frames)
+                logger.close()
+            except OSError as e:  # e.g. a full disk: the previous checkpoint (atomic writes) is intact
+                stop_reason, crash = "crashed", crash or e
+                log.error("crashed: could not write the final checkpoint or logs: %s", e)
         total_restarts = self.counters["actor_restarts"] + restarts
         mean_return = row.get("episode_return", float("nan"))
         summary = {"stop_reason": stop_reason, "frames": learner.frames, "learner_steps": learner.version,
                    "elapsed_s": round(elapsed, 1), "fps": round((row["frames"] - logger.start_frames) / max(elapsed, 1e-9), 1),
                    "mean_return": mean_return if math.isfinite(mean_return) else None,
                    "actor_restarts": total_restarts, "nonfinite_total": learner.nonfinite_total}
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        try:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        except OSError as e:
+            log.error("could not write summary.json: %s", e)
+        if crash is not None:
+            raise crash
         log.info("finished (%s): %d frames, %d learner steps, mean return %s, actor restarts %d, run dir %s",
                  stop_reason, learner.frames, learner.version, summary["mean_return"], total_restarts,
                  os.fspath(self.run_dir))
         return TrainResult(self.run_dir, learner.frames, learner.version, stop_reason, row, total_restarts,
                            mean_return, elapsed)
+
+
+def _append_traceback(path: Path) -> None:
+    """The current exception's traceback, for the run's log file only (stderr gets one line)."""
+    import traceback
+
+    try:
+        with open(path, "a") as f:
+            f.write(traceback.format_exc())
+    except OSError:
+        pass
 
 
 def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict]:

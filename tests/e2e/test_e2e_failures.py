@@ -1,0 +1,111 @@
+"""Failures a user can meet, through the real CLI in a subprocess: each is one line on
+stderr, exit 2 for bad input (nothing written), and run directories stay consistent."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+IMPALA = [sys.executable, "-m", "impala_rl.cli"]
+TINY = ["--env", "CartPole-v1", "--backend", "serial", "--num-actors", "1", "--envs-per-actor", "2",
+        "--batch-size", "2", "--quiet"]
+
+
+def impala(*args, cwd, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*IMPALA, *args], capture_output=True, text=True, cwd=cwd, timeout=180, env=env, **kw)
+
+
+def one_line_error(proc, code=2):
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("impala: error: ") and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("failures")
+    proc = impala("train", *TINY, "--total-frames", "400", "--run-dir", str(root / "run"), cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    return root, root / "run"
+
+
+def test_run_dir_that_is_a_file_or_unwritable(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    line = one_line_error(impala("train", *TINY, "--total-frames", "100", "--run-dir", "afile", cwd=tmp_path))
+    assert "--run-dir afile is an existing file" in line
+    line = one_line_error(impala("train", *TINY, "--total-frames", "100", "--run-dir", "/proc/x/run", cwd=tmp_path))
+    assert "cannot write the run directory /proc/x/run" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_directory_left_without_a_checkpoint_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.csv").write_text("frames\n1\n")
+    line = one_line_error(impala("train", *TINY, "--total-frames", "100", "--run-dir", "run", cwd=tmp_path))
+    assert "already holds files but no checkpoint" in line
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["metrics.csv"]
+
+
+@pytest.mark.parametrize("kind", ["truncated", "random", "not-a-run", "untrusted"])
+def test_bad_checkpoints_are_one_line_for_eval_and_resume(run, tmp_path, kind):
+    _, run_dir = run
+    bad = tmp_path / kind
+    bad.mkdir()
+    good = (run_dir / "checkpoint.pt").read_bytes()
+    if kind == "truncated":
+        (bad / "checkpoint.pt").write_bytes(good[: len(good) // 2])
+    elif kind == "random":
+        (bad / "checkpoint.pt").write_bytes(os.urandom(4096))
+    elif kind == "not-a-run":
+        torch.save({"weights": torch.zeros(3)}, bad / "checkpoint.pt")
+    else:
+        state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+        state["config"] = argparse.Namespace(env="CartPole-v1")  # an arbitrary Python object in the pickle
+        torch.save(state, bad / "checkpoint.pt")
+    expected = {"truncated": "may be truncated or corrupt", "random": "not an impala-rl checkpoint",
+                "not-a-run": "not an impala-rl run checkpoint (missing: config",
+                "untrusted": "not a trusted impala-rl checkpoint"}[kind]
+    for args in (["eval", str(bad)], ["train", "--resume", str(bad), "--total-frames", "1000"]):
+        line = one_line_error(impala(*args, cwd=tmp_path))
+        assert expected in line and "weights_only" not in line, line
+    assert [p.name for p in bad.iterdir()] == ["checkpoint.pt"]
+
+
+def test_resume_refuses_other_network_flags_and_another_run_dir(run, tmp_path):
+    root, run_dir = run
+    before = (run_dir / "checkpoint.pt").read_bytes()
+    line = one_line_error(impala("train", "--resume", str(run_dir), "--total-frames", "1000",
+                                 "--mlp-sizes", "128", "128", "--use-lstm", cwd=root))
+    assert "--mlp-sizes (run: 64 64, given: 128 128)" in line and "--use-lstm (run: False, given: True)" in line
+    line = one_line_error(impala("train", "--resume", str(run_dir), "--run-dir", str(tmp_path / "other"),
+                                 "--total-frames", "1000", cwd=root))
+    assert "--run-dir cannot be combined with --resume" in line
+    assert not (tmp_path / "other").exists() and (run_dir / "checkpoint.pt").read_bytes() == before
+
+
+def _limit_file_size():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+
+def test_a_failing_disk_ends_in_one_line_with_the_reason_in_summary(tmp_path):
+    """Files cannot grow past 20 kB (RLIMIT_FSIZE stands in for a full disk without root)."""
+    proc = impala("train", *TINY, "--total-frames", "2000", "--run-dir", "run", cwd=tmp_path,
+                  preexec_fn=_limit_file_size)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("impala: error: the run stopped: File too large") and "--resume" in line, line
+    summary = (tmp_path / "run" / "summary.json").read_text()
+    assert '"stop_reason": "crashed"' in summary
+    assert "crashed" in (tmp_path / "run" / "train.log").read_text()
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
