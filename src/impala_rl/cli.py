@@ -31,16 +31,23 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field; help from the field's metadata, grouped by section."""
     from impala_rl.config import TrainConfig
 
-    parser.add_argument("--preset", action=argparse.BooleanOptionalAction, default=True,
-                        help="apply the environment family's preset (atari, classic_control, continuous, minatar; "
-                        "see docs/learning.md) to the options not given; --no-preset runs the paper's Atari "
-                        "defaults plus the options given (default: on)")
+    from impala_rl.config import PRESETS
+
+    parser.add_argument("--preset", nargs="?", const="auto", default="auto", metavar="NAME",
+                        help=f"apply a preset to the options not given: the environment family's (default), or "
+                        f"NAME, one of {', '.join(PRESETS)} (`impala presets` lists their values; docs/learning.md "
+                        f"says why)")
+    parser.add_argument("--no-preset", dest="preset", action="store_const", const=None,
+                        help="no preset: the paper's Atari defaults plus the options given")
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in dataclasses.fields(TrainConfig):
         group = groups.setdefault(f.metadata["group"], parser.add_argument_group(f.metadata["group"]))
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f"{f.metadata['help']} (default: {default if default != '' else 'auto'})"
+        by_preset = [f"{family} {_flag_value(values[f.name])}" for family, values in PRESETS.items()
+                     if f.name in values]
+        help_text = (f"{f.metadata['help']} (default: {default if default != '' else 'auto'}"
+                     + (f"; presets: {', '.join(by_preset)})" if by_preset else ")"))
         kw = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
         if isinstance(default, bool):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
@@ -60,13 +67,13 @@ def _explicit_fields(args: argparse.Namespace) -> dict:
     return explicit
 
 
-def _config_with_preset(explicit: dict, use_preset: bool = True):
+def _config_with_preset(explicit: dict, preset: str | None = "auto"):
     """(config with the env family's preset applied, a note saying what the preset changed or "").
 
     Checks the environment id first (one line for an unknown id). Callers print the note
     only once the config is valid: a bad input gets one line.
     """
-    from impala_rl.config import TrainConfig, apply_preset
+    from impala_rl.config import PRESETS, TrainConfig, apply_preset
     from impala_rl.envs import env_family
 
     cfg = TrainConfig(**explicit)
@@ -74,8 +81,12 @@ def _config_with_preset(explicit: dict, use_preset: bool = True):
         family = env_family(cfg.env)
     except ValueError as e:  # UnknownEnvError
         raise UsageError(str(e)) from None
-    if not use_preset:
+    if preset is None:
         return cfg, f"[impala] no preset for {cfg.env}: the paper's Atari defaults plus your flags"
+    if preset != "auto":
+        if preset not in PRESETS:
+            raise UsageError(f"--preset {preset} is not one of: {', '.join(PRESETS)}")
+        family = preset
     cfg, changes = apply_preset(cfg, set(explicit), family)
     note = (f"[impala] preset '{family}' for {cfg.env}: " + ", ".join(f"{k}={v}" for k, v in changes.items())
             + " (--no-preset keeps the paper's defaults)") if changes else ""
@@ -114,7 +125,7 @@ def _train_config(args: argparse.Namespace):
         cfg = dataclasses.replace(cfg, **explicit, run_dir=str(args.resume))
         note = f"[impala] resuming {args.resume} with overrides: {explicit}" if explicit else ""
         return cfg, state, note
-    cfg, note = _config_with_preset(explicit, use_preset=args.preset)
+    cfg, note = _config_with_preset(explicit, preset=args.preset)
     if not cfg.run_dir:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         cfg = dataclasses.replace(cfg, run_dir=str(Path("runs") / f"{cfg.env.replace('/', '_')}-{stamp}"))
@@ -175,7 +186,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.learning:
         return _bench_learning(args)
-    cfg, note = _config_with_preset(_explicit_fields(args), use_preset=args.preset)
+    cfg, note = _config_with_preset(_explicit_fields(args), preset=args.preset)
     if args.duration <= 0 or args.warmup < 0:
         raise UsageError(f"--duration must be positive and --warmup >= 0, got {args.duration}, {args.warmup}")
     try:
@@ -210,13 +221,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--episodes must be positive, got {args.episodes}")
     try:
         result = evaluate(args.run_dir, episodes=args.episodes, greedy=not args.sample, video=args.video,
-                          seed=args.seed, max_steps=args.max_steps)
+                          seed=args.seed, max_steps=args.max_steps, trust_env_module=args.trust_env_module)
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     print(f"{result.policy} policy, {len(result.returns)} episodes: mean return {result.mean:.2f} "
           f"+- {result.std:.2f} (min {min(result.returns):.2f}, max {max(result.returns):.2f})")
     if args.video:
         print(f"video of episode 1 written to {args.video}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from impala_rl.config import PRESETS, TrainConfig
+
+    defaults = TrainConfig()
+    for family, values in PRESETS.items():
+        print(f"{family}:")
+        for name, value in values.items():
+            print(f"  --{name.replace('_', '-'):<24} {_flag_value(value):<12} (paper default: "
+                  f"{_flag_value(getattr(defaults, name))})")
+    print("Applied to the options not given on the command line; --preset NAME picks one, --no-preset none.")
     return 0
 
 
@@ -270,7 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--video", metavar="PATH", default=None, help="write an mp4 of the first episode")
     ev.add_argument("--seed", type=int, default=12345, help="environment seed (default: 12345)")
     ev.add_argument("--max-steps", type=int, default=0, help="cap on agent steps per episode; 0 = none")
+    ev.add_argument("--trust-env-module", action="store_true",
+                    help="allow a run whose env id is 'module:Env' to import that module (it runs its code)")
     ev.set_defaults(func=cmd_eval)
+
+    pr = sub.add_parser("presets", help="list each environment family's preset values")
+    pr.set_defaults(func=cmd_presets)
 
     pl = sub.add_parser("plot", help="plot learning curves (episode return vs frames)")
     pl.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
@@ -304,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `impala presets | head`: the reader left; say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -168,6 +168,20 @@ class TrainConfig:
     checkpoint_interval: float = _f(10.0, "Minutes between checkpoints (one is always written at the end).", "logging")
     quiet: bool = _f(False, "No progress lines on stderr.", "logging")
 
+    @classmethod
+    def for_env(cls, env: str, preset: str | None = "auto", **overrides: Any) -> "TrainConfig":
+        """The config ``impala train --env ENV`` would run: the environment family's preset
+        applied to every field not in ``overrides`` (``preset=None``: the paper's defaults;
+        or a family name from ``PRESETS``). Raises ConfigError / UnknownEnvError (ValueErrors)."""
+        cfg = cls(env=env, **overrides)
+        if preset is None:
+            return cfg.validate()
+        if preset == "auto":
+            from impala_rl.envs import env_family  # opens the environment once to read its action space
+
+            preset = env_family(env)
+        return apply_preset(cfg, set(overrides) | {"env"}, preset)[0].validate()
+
     def section(self, name: str) -> dict[str, Any]:
         """The fields of one of ``SECTIONS`` and their values."""
         if name not in SECTIONS:

@@ -290,7 +290,7 @@ def test_train_help_shows_field_help(tmp_path):
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())  # undo argparse's line wrapping
     assert "V-trace rho-bar" in text
-    assert "--batch-size INT Unrolls per learner batch B. (default: 32)" in text
+    assert "--batch-size INT Unrolls per learner batch B. (default: 32; presets: atari 32," in text
     assert "--resume RUN_DIR" in text
     assert "agent:" in proc.stdout and "optimiser:" in proc.stdout  # grouped by section
 

@@ -1,6 +1,7 @@
 """Tiny Gymnasium envs for the runtime tests.
 
-Importing this module registers ``ImpalaTest/Raising-v0``, an env whose ``step`` raises.
+Importing this module registers ``ImpalaTest/Raising-v0``, an env whose ``step`` raises,
+and ``ImpalaTest/Counting-v0``, a :class:`CountingEnv` that terminates after 10 steps.
 Actor processes are spawned (they re-import everything), so tests name it as
 ``impala_test_envs:ImpalaTest/Raising-v0``: ``check_env_id`` imports the module first,
 in the learner and in every actor, with this directory on ``PYTHONPATH``.
@@ -53,3 +54,6 @@ class RaisingEnv(CountingEnv):
 
 if RAISING_ID not in gym.registry:
     gym.register(RAISING_ID, entry_point=RaisingEnv, disable_env_checker=True)
+if "ImpalaTest/Counting-v0" not in gym.registry:
+    gym.register("ImpalaTest/Counting-v0", entry_point=CountingEnv, kwargs={"terminate_at": 10},
+                 disable_env_checker=True)

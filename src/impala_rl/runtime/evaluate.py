@@ -32,9 +32,16 @@ class EvalResult:
 
 @torch.inference_mode()
 def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, video: str | None = None,
-             seed: int = 12345, max_steps: int = 0) -> EvalResult:
-    """Play ``episodes`` episodes (unclipped returns) with the run's latest checkpoint."""
+             seed: int = 12345, max_steps: int = 0, trust_env_module: bool = False) -> EvalResult:
+    """Play ``episodes`` episodes (unclipped returns) with the run's latest checkpoint.
+
+    A run directory may come from someone else: an env id of Gymnasium's ``module:Env`` form
+    would import (run) that module, so it is refused unless ``trust_env_module``.
+    """
     cfg, state = load_run(run_dir)
+    if ":" in cfg.env and not trust_env_module:
+        raise ValueError(f"the run's environment '{cfg.env}' would import the module "
+                         f"'{cfg.env.split(':')[0]}' (running its code); pass --trust-env-module if you trust it")
     env_spec = probe_env(cfg)
     agent = make_agent(cfg, env_spec)
     model = agent.build_model()

@@ -141,6 +141,34 @@ def _sigint_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_script_hidden():
+    """Start a spawned child without re-running the user's ``__main__`` script in it.
+
+    An actor needs nothing from that script (its target lives in this package), and
+    re-running a script that has no ``if __name__ == "__main__":`` guard would start
+    training again inside the actor. multiprocessing re-runs ``__main__`` only when it has
+    a ``__file__`` or ``__spec__``; hide both while the child starts (as in a notebook).
+    An environment class defined in the script itself is then not importable by actors:
+    define it in a module.
+    """
+    import sys
+
+    main = sys.modules.get("__main__")
+    with _MAIN_LOCK:
+        saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+        try:
+            main.__dict__.pop("__file__", None)
+            if "__spec__" in saved:
+                main.__dict__["__spec__"] = None
+            yield
+        finally:
+            main.__dict__.update(saved)
+
+
 class _ActorHandle:
     def __init__(self, process, conn, restart: int):
         self.process = process
@@ -194,7 +222,7 @@ class LocalBackend:
             target=_actor_main, name=f"impala-actor-{actor_id}",
             args=(actor_id, restart, self.cfg, self.env_spec, self.buffers, self.weights, child_conn, channel),
             daemon=True)
-        with _sigint_ignored():  # the child starts ignoring Ctrl-C, even while it imports torch
+        with _sigint_ignored(), _main_script_hidden():  # the child ignores Ctrl-C, even while it imports torch
             process.start()
         child_conn.close()
         if channel is not None:

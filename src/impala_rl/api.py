@@ -1,0 +1,52 @@
+"""The Python API, for notebooks and scripts: the same runs as the ``impala`` command.
+
+    import impala_rl
+
+    result = impala_rl.train("CartPole-v1", total_frames=200_000, seed=1)   # the preset applies
+    print(result.mean_return, result.run_dir)
+    print(impala_rl.evaluate(result.run_dir, episodes=5).mean)
+
+:func:`train` takes any :class:`~impala_rl.config.TrainConfig` field as a keyword and
+applies the environment family's preset to the others, exactly as ``impala train`` does
+(``preset=None`` keeps the paper's defaults). A script needs no ``if __name__ ==
+"__main__":`` guard: the actor processes are started without re-running the script.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from impala_rl.config import TrainConfig
+
+
+def train(env: str | None = None, config: TrainConfig | None = None, preset: str | None = "auto",
+          **overrides: Any):
+    """Train and return a :class:`~impala_rl.runtime.train.TrainResult`.
+
+    Give ``env`` (and field overrides) or a ready ``config``. The run directory defaults
+    to ``runs/<env>-<time>`` as on the command line; a directory that already holds a run
+    is refused (``ConfigError``) rather than overwritten.
+    """
+    from impala_rl.config import ConfigError
+    from impala_rl.runtime.train import Trainer
+
+    if (env is None) == (config is None):
+        raise ConfigError("give either env (with field overrides) or config")
+    cfg = config.validate() if config is not None else TrainConfig.for_env(env, preset=preset, **overrides)
+    if not cfg.run_dir:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        cfg = dataclasses.replace(cfg, run_dir=str(Path("runs") / f"{cfg.env.replace('/', '_')}-{stamp}"))
+    run_dir = Path(cfg.run_dir)
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise ConfigError(f"run directory {cfg.run_dir} is not empty; choose another run_dir")
+    return Trainer(cfg).run()
+
+
+def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, **kwargs: Any):
+    """Play ``episodes`` episodes with a run's latest checkpoint (see ``impala eval``)."""
+    from impala_rl.runtime.evaluate import evaluate as _evaluate
+
+    return _evaluate(run_dir, episodes=episodes, greedy=greedy, **kwargs)
