@@ -47,6 +47,21 @@ def setup_logging(run_dir: Path | None = None, quiet: bool = False) -> None:
         logger.addHandler(h)
 
 
+def _drop_rows_past(path: Path, frames: int) -> None:
+    """Keep the header and the rows of a CSV whose ``frames`` column is <= ``frames``."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or "frames" not in rows[0]:
+        return
+    col = rows[0].index("frames")
+    kept = [rows[0]] + [r for r in rows[1:] if len(r) > col and r[col] and float(r[col]) <= frames]
+    if len(kept) < len(rows):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(kept)
+        tmp.replace(path)
+
+
 def _fmt_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "--:--:--"
@@ -65,17 +80,23 @@ class RunLogger:
     """Aggregates learner metrics and episodes between log intervals and writes them out."""
 
     def __init__(self, run_dir: Path, total_frames: int, start_frames: int = 0, interval: float = 5.0,
-                 quiet: bool = False, tensorboard: bool = True, window: int = 100):
+                 quiet: bool = False, tensorboard: bool = True, window: int = 100, start_steps: int = 0,
+                 start_elapsed: float = 0.0):
+        """``start_*``: the checkpoint's counters when resuming. Rows of ``metrics.csv`` and
+        ``episodes.csv`` (and TensorBoard events) past ``start_frames`` were written after
+        that checkpoint by a run that then died: they are dropped, so every file continues
+        from the checkpoint, and frames, learner steps and elapsed time continue its counts."""
         self.run_dir = Path(run_dir)
         self.total_frames = total_frames
         self.interval = interval
         self.quiet = quiet
-        self.start_time = time.time()
-        self.last_time = self.start_time
+        self.session_start = time.time()
+        self.start_time = self.session_start - start_elapsed
+        self.last_time = self.session_start
         self.last_frames = start_frames
         self.start_frames = start_frames
-        self.steps = 0
-        self.last_steps = 0
+        self.steps = start_steps
+        self.last_steps = start_steps
         self.recent_returns: deque[float] = deque(maxlen=window)
         self.recent_lengths: deque[int] = deque(maxlen=window)
         self.episodes = 0
@@ -86,10 +107,13 @@ class RunLogger:
         if self._metrics_path.exists():  # a resumed run: keep its columns
             with open(self._metrics_path, newline="") as f:
                 self.columns = next(csv.reader(f), None) or self.columns
+            _drop_rows_past(self._metrics_path, start_frames)
         else:
             self._metrics_path.write_text(",".join(self.columns) + "\n")
         self._metrics_file = open(self._metrics_path, "a", newline="")
         new = not (self.run_dir / "episodes.csv").exists()
+        if not new:
+            _drop_rows_past(self.run_dir / "episodes.csv", start_frames)
         self._episodes_file = open(self.run_dir / "episodes.csv", "a", newline="")
         self._episodes = csv.writer(self._episodes_file)
         if new:
@@ -98,7 +122,8 @@ class RunLogger:
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self._tb = SummaryWriter(str(self.run_dir / "tb"))
+                # purge_step: TensorBoard discards events this run's earlier life logged past the checkpoint
+                self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=start_frames or None)
             except ImportError:  # tensorboard is a dependency, but keep training if it is broken
                 logger.warning("tensorboard is not importable; writing CSV only")
 
@@ -170,7 +195,7 @@ class RunLogger:
         frames = row["frames"]
         fps = row["fps"]
         elapsed = row["elapsed_s"]
-        overall_fps = (frames - self.start_frames) / max(elapsed, 1e-9)
+        overall_fps = (frames - self.start_frames) / max(time.time() - self.session_start, 1e-9)
         eta = (self.total_frames - frames) / overall_fps if overall_fps > 0 else float("inf")
         ret = row["episode_return"]
         ret_s = f"{ret:8.2f}" if math.isfinite(ret) else "     n/a"

@@ -4,6 +4,7 @@ stderr, exit 2 for bad input (nothing written), and run directories stay consist
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import resource
 import signal
@@ -108,3 +109,26 @@ def test_a_failing_disk_ends_in_one_line_with_the_reason_in_summary(tmp_path):
     assert '"stop_reason": "crashed"' in summary
     assert "crashed" in (tmp_path / "run" / "train.log").read_text()
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_resume_continues_every_file_from_the_checkpoint(tmp_path):
+    proc = impala("train", *TINY, "--total-frames", "400", "--log-interval", "0.01", "--run-dir", "run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "run"
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    # What a run killed after its checkpoint leaves behind: rows past the checkpoint's frames.
+    with open(run_dir / "metrics.csv", "a") as f:
+        f.write(f"{ckpt['frames'] + 1000}" + "," * (len(open(run_dir / "metrics.csv").readline().split(",")) - 1) + "\n")
+    with open(run_dir / "episodes.csv", "a") as f:
+        f.write(f"{ckpt['frames'] + 1000},5,5\n")
+    proc = impala("train", "--resume", "run", "--total-frames", "800", "--log-interval", "0.01", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("metrics.csv", "episodes.csv"):
+        with open(run_dir / name, newline="") as f:
+            frames = [float(r["frames"]) for r in csv.DictReader(f)]
+        assert frames == sorted(frames) and ckpt["frames"] + 1000 not in frames, (name, frames)
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps = [int(float(r["learner_steps"])) for r in rows]
+    elapsed = [float(r["elapsed_s"]) for r in rows]
+    assert steps == sorted(steps) and elapsed == sorted(elapsed) and steps[-1] > ckpt["version"]

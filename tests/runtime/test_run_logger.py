@@ -32,3 +32,21 @@ def test_every_recorded_metric_becomes_a_column_even_one_that_appears_later(tmp_
     log.close()
     rows = read(tmp_path / "metrics.csv")
     assert [r["frames"] for r in rows] == ["10", "20", "30"] and rows[2]["popart_mu"] == "8"
+
+
+def test_a_resume_drops_what_was_logged_past_the_checkpoint_and_continues_the_counters(tmp_path):
+    log = RunLogger(tmp_path, total_frames=100, interval=1e9, quiet=True, tensorboard=False)
+    for frames in (10, 20, 30, 40):  # the checkpoint was at 20; 30 and 40 were logged before a SIGKILL
+        log.record(frames, {"pg_loss": 1.0}, [EpisodeStats(float(frames), 1)], {})
+        log.flush(frames)
+    log.close()
+    log = RunLogger(tmp_path, total_frames=100, start_frames=20, interval=1e9, quiet=True, tensorboard=False,
+                    start_steps=2, start_elapsed=100.0)
+    log.record(30, {"pg_loss": 2.0}, [EpisodeStats(99.0, 1)], {})
+    log.flush(30)
+    log.close()
+    rows = read(tmp_path / "metrics.csv")
+    assert [r["frames"] for r in rows] == ["10", "20", "30"]
+    assert rows[-1]["learner_steps"] == "3" and float(rows[-1]["elapsed_s"]) >= 100.0
+    episodes = read(tmp_path / "episodes.csv")
+    assert [(e["frames"], e["return"]) for e in episodes] == [("10", "10"), ("20", "20"), ("30", "99")]
