@@ -132,3 +132,21 @@ def test_resume_continues_every_file_from_the_checkpoint(tmp_path):
     steps = [int(float(r["learner_steps"])) for r in rows]
     elapsed = [float(r["elapsed_s"]) for r in rows]
     assert steps == sorted(steps) and elapsed == sorted(elapsed) and steps[-1] > ckpt["version"]
+
+
+def test_eval_video_is_h264_at_real_speed_or_one_clear_line(run, tmp_path):
+    import av
+
+    root, run_dir = run
+    for path, expected in (("clip.avi", "give a name ending in .mp4"), ("/proc/x/clip.mp4", "cannot write there")):
+        line = one_line_error(impala("eval", str(run_dir), "--episodes", "1", "--video", path, cwd=tmp_path))
+        assert expected in line
+    proc = impala("eval", str(run_dir), "--episodes", "1", "--max-steps", "40", "--video", "clip.mp4", cwd=tmp_path)
+    assert proc.returncode == 0 and "XDG_RUNTIME_DIR" not in proc.stderr, proc.stderr
+    with av.open(str(tmp_path / "clip.mp4")) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert float(stream.average_rate) == 50  # CartPole steps 0.02 s: 50 frames per second is real speed
+        steps = float(proc.stdout.split("mean return ")[1].split()[0])  # CartPole pays 1 per step
+        assert stream.frames == steps <= 40
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]

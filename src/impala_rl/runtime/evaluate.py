@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,9 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, video
     A run directory may come from someone else: an env id of Gymnasium's ``module:Env`` form
     would import (run) that module, so it is refused unless ``trust_env_module``.
     """
+    if video is not None:
+        check_video_path(video)
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen: no display needed
     cfg, state = load_run(run_dir)
     if ":" in cfg.env and not trust_env_module:
         raise ValueError(f"the run's environment '{cfg.env}' would import the module "
@@ -76,20 +80,46 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, video
     finally:
         env.close()
     if video:
-        write_video(video, frames, fps=30 if cfg.is_atari else 50)
+        # Real speed: one recorded frame per agent step, each `frames_per_step` emulator frames.
+        write_video(video, frames, fps=env.metadata.get("render_fps", 30) / cfg.frames_per_step)
     return EvalResult(returns, lengths, "greedy" if greedy else "sampled")
 
 
-def write_video(path: str | Path, frames: list[np.ndarray], fps: int = 30) -> None:
-    import cv2
+def check_video_path(path: str | Path) -> None:
+    """Refuse, before playing anything, a video path that is not a writable ``.mp4``."""
+    path = Path(path)
+    if path.suffix.lower() != ".mp4":
+        raise ValueError(f"--video {path}: the video is written as H.264 in MP4; give a name ending in .mp4")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab"):
+            pass
+    except OSError as e:
+        raise ValueError(f"--video {path}: cannot write there ({e.strerror or e})") from None
+
+
+def write_video(path: str | Path, frames: list[np.ndarray], fps: float = 30.0) -> None:
+    """H.264 (yuv420p) in MP4, which browsers play; odd frame sizes are padded by one pixel."""
+    from fractions import Fraction
+
+    import av
 
     if not frames or frames[0] is None:
         raise ValueError("the environment returned no frames to record")
     h, w = frames[0].shape[:2]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    H, W = h + h % 2, w + w % 2
+    container = av.open(str(path), "w")
     try:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
         for frame in frames:
-            writer.write(cv2.cvtColor(np.asarray(frame, dtype=np.uint8), cv2.COLOR_RGB2BGR))
+            rgb = np.zeros((H, W, 3), dtype=np.uint8)
+            rgb[:h, :w] = np.asarray(frame, dtype=np.uint8)[..., :3]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
     finally:
-        writer.release()
+        container.close()
+    if not Path(path).exists() or Path(path).stat().st_size == 0:
+        raise ValueError(f"--video {path}: nothing was written")
