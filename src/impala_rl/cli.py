@@ -183,6 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from impala_rl.bench import main_bench
     from impala_rl.envs import check_env_id
+    from impala_rl.runtime.backends import check_backend
 
     if args.learning:
         return _bench_learning(args)
@@ -191,6 +192,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--duration must be positive and --warmup >= 0, got {args.duration}, {args.warmup}")
     try:
         cfg.validate()
+        check_backend(cfg.backend)
         check_env_id(cfg.env)
     except ValueError as e:
         raise UsageError(str(e)) from None

@@ -56,9 +56,6 @@ def _vocabulary(name: str) -> tuple[str, ...]:
     if name == "correction":
         from impala_rl.core.corrections import CORRECTIONS
         return CORRECTIONS
-    if name == "backend":
-        from impala_rl.runtime.backends import BACKEND_FACTORIES
-        return tuple(BACKEND_FACTORIES)
     if name == "torso":
         from impala_rl.models.torsos import TORSOS
         return ("auto", *TORSOS)
@@ -245,7 +242,6 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
 
-        choice("backend", _vocabulary("backend"))
         choice("torso", _vocabulary("torso"))
         choice("correction", _vocabulary("correction"))
         choice("device", DEVICES)

@@ -303,6 +303,7 @@ BAD_INPUTS = {
     "zero-batch": (["--batch-size", "0"], r"batch_size must be positive, got 0"),
     "batch-over-slots": (["--num-slots", "10", "--batch-size", "1000"], r"batch_size \(1000\) is larger than"),
     "image-torso-on-vectors": (["--torso", "shallow"], r"torso 'shallow'.*shape \(4,\)"),
+    "unknown-backend": (["--backend", "mpi"], r"backend 'mpi' is not one of: serial, local, ray"),
     "unknown-agent": (["--agent", "dqn"], r"agent 'dqn' is not one of: impala \(or module:Class\)"),
     "unknown-activation": (["--mlp-activation", "gelu"], r"mlp_activation 'gelu' is not one of: relu, tanh"),
     "separate-value-with-lstm": (["--value-torso", "separate", "--use-lstm"],

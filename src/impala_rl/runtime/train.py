@@ -16,7 +16,7 @@ import torch
 from impala_rl.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.logging import RunLogger
-from impala_rl.runtime.backends import make_backend
+from impala_rl.runtime.backends import check_backend, make_backend
 from impala_rl.runtime.backends.base import ActorFailure
 from impala_rl.runtime.builders import build_learner, probe_env, resolve_device
 from impala_rl.runtime.loop import every, run_loop, stop_on_nonfinite
@@ -42,6 +42,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume_state: dict | None = None):
         cfg.validate()
+        check_backend(cfg.backend)
         self.cfg = cfg
         self.env_spec = probe_env(cfg)
         self.device = resolve_device(cfg.device)

@@ -29,9 +29,19 @@ def _ray(cfg, env_spec, learner):
 
 
 BACKEND_FACTORIES: dict[str, Callable] = {"serial": _serial, "local": _local, "ray": _ray}
-"""name -> factory(cfg, env_spec, learner) -> Backend; ``--backend`` accepts these names (config validates against them)."""
+"""name -> factory(cfg, env_spec, learner) -> Backend; ``--backend`` accepts these names."""
+
+
+def check_backend(name: str) -> None:
+    """Raise ConfigError unless ``name`` is a registered backend (``--backend`` is checked here, not
+    in config.py, so that the names are defined once and config imports no runtime module)."""
+    from impala_rl.config import ConfigError
+
+    if name not in BACKEND_FACTORIES:
+        raise ConfigError(f"backend '{name}' is not one of: {', '.join(BACKEND_FACTORIES)}")
 
 
 def make_backend(cfg, env_spec, learner):
     """The backend ``cfg.backend`` names, feeding ``learner`` (its model's weights go to the actors)."""
+    check_backend(cfg.backend)
     return BACKEND_FACTORIES[cfg.backend](cfg, env_spec, learner)
