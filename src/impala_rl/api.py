@@ -31,6 +31,7 @@ def train(env: str | None = None, config: TrainConfig | None = None, preset: str
     is refused (``ConfigError``) rather than overwritten.
     """
     from impala_rl.config import ConfigError
+    from impala_rl.logging import setup_logging
     from impala_rl.runtime.train import Trainer
 
     if (env is None) == (config is None):
@@ -42,7 +43,10 @@ def train(env: str | None = None, config: TrainConfig | None = None, preset: str
     run_dir = Path(cfg.run_dir)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise ConfigError(f"run directory {cfg.run_dir} is not empty; choose another run_dir")
-    return Trainer(cfg).run()
+    trainer = Trainer(cfg)  # checks everything before anything is written
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(run_dir, quiet=cfg.quiet)  # train.log, as from the command line
+    return trainer.run()
 
 
 def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, **kwargs: Any):

@@ -32,6 +32,7 @@ def test_a_script_without_a_main_guard_trains_with_the_preset_and_evaluates(tmp_
     result = [line.split() for line in proc.stdout.splitlines() if line.startswith("RESULT")]
     assert len(result) == 1 and result[0][1] == "done" and int(result[0][2]) >= 60_000  # trained once, not per actor
     assert any(line.startswith("EVAL") for line in proc.stdout.splitlines())
+    assert "finished (done)" in (tmp_path / "run" / "train.log").read_text()
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["optimizer"] == "adam" and cfg["batch_size"] == PRESETS["classic_control"]["batch_size"]
 
