@@ -6,8 +6,8 @@ each run with its family's preset (no tuning flags) through the real CLI.
   frames, in serial mode and with the asynchronous local backend (several actor
   processes). The local run must also really be off-policy: batches with policy lag > 0.
 - Pendulum-v1 (diagonal Gaussian policy; random: about -1200) must reach -600 within 1M
-  frames, serially (the continuous preset ends this run at about -240 and reaches -250 by
-  0.9M frames on the local backend in its 2M-frame benchmark run).
+  frames, serially (the continuous preset ends this run at about -183 and reaches -250 by
+  0.82M frames on the local backend in its 2M-frame benchmark run).
 - MinAtar Breakout (the conv torso; random: 0.5) must reach 4 within 500k frames (the preset
   reaches about 5.4 by 0.4M and 17 by 2M; docs/learning.md).
 """
