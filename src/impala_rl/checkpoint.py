@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
@@ -46,6 +45,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         path = path / CHECKPOINT_NAME
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path} (expected a run directory holding {CHECKPOINT_NAME})")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive; anything else is not ours
+        raise CheckpointError(f"{path} is not an impala-rl checkpoint (not a torch file, or corrupt)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -53,7 +56,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             raise CheckpointError(f"{path} is not a trusted impala-rl checkpoint: it holds Python objects beyond "
                                   f"tensors and plain values, so it was not loaded") from None
         raise CheckpointError(f"{path} is not an impala-rl checkpoint (not a torch file, or corrupt)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except Exception as e:  # a damaged archive can fail anywhere inside the unpickler
         raise CheckpointError(f"{path} cannot be read as a checkpoint ({type(e).__name__}): it may be truncated or "
                               f"corrupt") from None
     missing = [k for k in REQUIRED_KEYS if not (isinstance(state, dict) and k in state)]
