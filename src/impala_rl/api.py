@@ -15,7 +15,6 @@ applies the environment family's preset to the others, exactly as ``impala train
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,7 @@ def train(env: str | None = None, config: TrainConfig | None = None, preset: str
         raise ConfigError("give either env (with field overrides) or config")
     cfg = config.validate() if config is not None else TrainConfig.for_env(env, preset=preset, **overrides)
     if not cfg.run_dir:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        cfg = dataclasses.replace(cfg, run_dir=str(Path("runs") / f"{cfg.env.replace('/', '_')}-{stamp}"))
+        cfg = dataclasses.replace(cfg, run_dir=cfg.default_run_dir())
     run_dir = Path(cfg.run_dir)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise ConfigError(f"run directory {cfg.run_dir} is not empty; choose another run_dir")

@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import signal
 import sys
-import time
 from pathlib import Path
 
 from impala_rl import __version__
@@ -82,7 +81,9 @@ def _config_with_preset(explicit: dict, preset: str | None = "auto"):
     except ValueError as e:  # UnknownEnvError
         raise UsageError(str(e)) from None
     if preset is None:
-        return cfg, f"[impala] no preset for {cfg.env}: the paper's Atari defaults plus your flags"
+        cfg, changes = apply_preset(cfg, set(explicit), None)
+        return cfg, (f"[impala] no preset for {cfg.env}: the paper's Atari defaults plus your flags"
+                     + (" (reward_clip=0.0: PopArt trains on unclipped rewards)" if changes else ""))
     if preset != "auto":
         if preset not in PRESETS:
             raise UsageError(f"--preset {preset} is not one of: {', '.join(PRESETS)}")
@@ -108,6 +109,14 @@ def _train_config(args: argparse.Namespace):
     from impala_rl.runtime.train import load_run
 
     explicit = _explicit_fields(args)
+    if args.suite is not None:
+        from impala_rl.envs.tasks import SUITES
+
+        if args.suite not in SUITES:
+            raise UsageError(f"--suite {args.suite} is not one of: {', '.join(SUITES)}")
+        if "env" in explicit or args.resume:
+            raise UsageError("--suite names the run's environments: give it instead of --env (and not with --resume)")
+        explicit["env"] = ",".join(SUITES[args.suite])
     if args.resume:
         try:
             cfg, state = load_run(args.resume)
@@ -127,8 +136,7 @@ def _train_config(args: argparse.Namespace):
         return cfg, state, note
     cfg, note = _config_with_preset(explicit, preset=args.preset)
     if not cfg.run_dir:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        cfg = dataclasses.replace(cfg, run_dir=str(Path("runs") / f"{cfg.env.replace('/', '_')}-{stamp}"))
+        cfg = dataclasses.replace(cfg, run_dir=cfg.default_run_dir())
     return cfg, None, note
 
 
@@ -226,8 +234,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           seed=args.seed, max_steps=args.max_steps, trust_env_module=args.trust_env_module)
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
-    print(f"{result.policy} policy, {len(result.returns)} episodes: mean return {result.mean:.2f} "
-          f"+- {result.std:.2f} (min {min(result.returns):.2f}, max {max(result.returns):.2f})")
+    if result.tasks:  # a multi-task run: one line per task, then the aggregates
+        print(f"{result.policy} policy, {args.episodes} episodes per task:")
+        width = max(len(label) for label in result.tasks)
+        for label, r in result.tasks.items():
+            hns = f"  human-normalised {result.hns[label]:7.1f}%" if label in result.hns else ""
+            print(f"  {label:<{width}}  mean return {r.mean:9.2f} +- {r.std:8.2f} (min {min(r.returns):.2f}, "
+                  f"max {max(r.returns):.2f}){hns}")
+        if "median" in result.hns:
+            print(f"  human-normalised score over {len(result.tasks)} tasks: median {result.hns['median']:.1f}%, "
+                  f"mean {result.hns['mean']:.1f}%, capped mean {result.hns['capped_mean']:.1f}%")
+    else:
+        print(f"{result.policy} policy, {len(result.returns)} episodes: mean return {result.mean:.2f} "
+              f"+- {result.std:.2f} (min {min(result.returns):.2f}, max {max(result.returns):.2f})")
     if args.video:
         print(f"video of episode 1 written to {args.video}")
     return 0
@@ -270,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "which --no-preset keeps.")
     train.add_argument("--resume", metavar="RUN_DIR", default=None,
                        help="continue a run (frames, optimizer state, LR schedule) from its checkpoint")
+    train.add_argument("--suite", metavar="NAME", default=None,
+                       help="train one agent on a named set of environments (multi-task; docs/multitask.md): "
+                       "minatar5, minatar3, atari5 (with --full-action-space for one 18-action policy)")
     _add_config_flags(train)
     train.set_defaults(func=cmd_train)
 

@@ -69,7 +69,8 @@ def _vocabulary(name: str) -> tuple[str, ...]:
 @dataclass
 class TrainConfig:
     # --- environment -------------------------------------------------------------
-    env: str = _f("ALE/Pong-v5", "Gymnasium id; ALE/<Game>-v5 ids get the paper's Atari pipeline.", "environment")
+    env: str = _f("ALE/Pong-v5", "Gymnasium id; ALE/<Game>-v5 ids get the paper's Atari pipeline. Several "
+                  "comma-separated ids train one agent on all of them (multi-task; docs/multitask.md).", "environment")
     sticky_actions: float = _f(0.0, "Atari repeat_action_probability (0 = deterministic, as in the paper).", "environment")
     episodic_life: bool = _f(False, "Atari: treat a lost life as episode end for learning only (returns still span the game).", "environment")
     full_action_space: bool = _f(False, "Atari: use all 18 actions instead of the game's minimal set.", "environment")
@@ -109,8 +110,10 @@ class TrainConfig:
     reward_clip: float = _f(1.0, "Clip rewards to [-x, x] in the learner; 0 disables clipping.", "agent")
     normalize_advantages: bool = _f(False, "Standardise the policy-gradient advantages over each batch (mean 0, "
                                     "std 1), as PPO does; not in the paper.", "agent")
-    popart: bool = _f(False, "PopArt: normalise value targets by running statistics and rescale the value head "
-                      "so its outputs are preserved (van Hasselt et al. 2016; Hessel et al. 2018).", "agent")
+    popart: bool = _f(False, "PopArt: normalise value targets by running statistics (one pair per task) and "
+                      "rescale the value head so its outputs are preserved (van Hasselt et al. 2016; Hessel et al. "
+                      "2018). Turns reward clipping off unless --reward-clip is given: PopArt trains on unclipped "
+                      "rewards.", "agent")
     popart_beta: float = _f(3e-4, "PopArt: EMA step of the value-target statistics.", "agent")
     learner_epochs: int = _f(1, "Gradient passes over each batch (1 = the paper's single pass); V-trace corrects "
                              "for the policy moving between passes.", "agent")
@@ -171,8 +174,6 @@ class TrainConfig:
         applied to every field not in ``overrides`` (``preset=None``: the paper's defaults;
         or a family name from ``PRESETS``). Raises ConfigError / UnknownEnvError (ValueErrors)."""
         cfg = cls(env=env, **overrides)
-        if preset is None:
-            return cfg.validate()
         if preset == "auto":
             from impala_rl.envs import env_family  # opens the environment once to read its action space
 
@@ -191,6 +192,23 @@ class TrainConfig:
         from impala_rl.envs.factory import is_atari  # one definition of what gets the Atari pipeline
 
         return is_atari(self.env)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The run's Gymnasium ids: one, or several for a multi-task run."""
+        from impala_rl.envs.tasks import task_ids
+
+        return task_ids(self.env)
+
+    def default_run_dir(self) -> str:
+        """runs/<env>-<time> (several tasks: runs/<Label+Label+...>-<time>)."""
+        import time
+
+        from impala_rl.envs.tasks import task_labels
+
+        tasks = self.tasks
+        name = self.env.replace("/", "_") if len(tasks) == 1 else "+".join(task_labels(tasks))
+        return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
     @property
     def total_envs(self) -> int:
@@ -291,6 +309,9 @@ class TrainConfig:
             raise ConfigError(
                 f"num_slots ({self.slots}) must be at least batch_size + envs_per_actor "
                 f"({self.batch_size + self.envs_per_actor}) so an actor can fill an unroll while the learner holds a batch")
+        if len(self.tasks) > self.total_envs:
+            raise ConfigError(f"{len(self.tasks)} tasks need at least as many environments; got num_actors x "
+                              f"envs_per_actor = {self.total_envs}")
         self._validate_ray()
         if self.sync and self.batch_size != self.total_envs:
             raise ConfigError(
@@ -399,9 +420,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def apply_preset(cfg: TrainConfig, explicit: set[str], family: str) -> tuple[TrainConfig, dict[str, Any]]:
-    """Return (config with ``family``'s preset applied to non-explicit fields, the changes made)."""
-    if family not in PRESETS:
+def apply_preset(cfg: TrainConfig, explicit: set[str], family: str | None) -> tuple[TrainConfig, dict[str, Any]]:
+    """Return (config with ``family``'s preset applied to non-explicit fields, the changes made).
+
+    ``family`` None applies no preset. Either way, PopArt turns reward clipping off unless
+    ``reward_clip`` is explicit (the PopArt paper trains on unclipped rewards)."""
+    if family is not None and family not in PRESETS:
         raise ConfigError(f"no preset for environment family {family!r}; known: {', '.join(PRESETS)}")
-    changes = {k: v for k, v in PRESETS[family].items() if k not in explicit and getattr(cfg, k) != v}
+    preset = PRESETS[family] if family is not None else {}
+    changes = {k: v for k, v in preset.items() if k not in explicit and getattr(cfg, k) != v}
+    if changes.get("popart", cfg.popart) and "reward_clip" not in explicit and \
+            changes.get("reward_clip", cfg.reward_clip) != 0.0:
+        changes["reward_clip"] = 0.0
     return dataclasses.replace(cfg, **changes), changes

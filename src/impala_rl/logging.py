@@ -4,9 +4,16 @@ Files written under the run directory:
 - ``metrics.csv``: one row per log interval: the ``PROGRESS_COLUMNS``, then every metric
   the learner, the agent and the backend recorded, in the order they first appeared (a
   metric that first appears later widens the file: it is rewritten with the new header);
-- ``episodes.csv``: one row per finished episode (frames, return, length);
+- ``episodes.csv``: one row per finished episode (frames, return, length; and task, the
+  task's label, in a multi-task run);
 - ``tb/``: the same scalars for TensorBoard;
 - ``train.log``: the log messages (actor restarts, warnings, the final summary).
+
+A multi-task run adds, per task label L: ``return_L`` (its last-100-episode mean) and
+``episodes_L``; for Atari tasks ``hns_L`` (human-normalised score, percent, of that mean;
+:mod:`impala_rl.scores`) and ``hns_median``, ``hns_mean``, ``hns_capped_mean`` over the
+tasks. A single Atari game gets ``hns``. The agent adds PopArt's ``popart_mu_L`` and
+``popart_sigma_L``.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
+
+from impala_rl.envs.tasks import task_labels
+from impala_rl.scores import aggregates, human_normalized
 
 PROGRESS_COLUMNS = (
     "frames", "elapsed_s", "fps", "learner_steps", "learner_steps_per_s",
@@ -81,7 +91,7 @@ class RunLogger:
 
     def __init__(self, run_dir: Path, total_frames: int, start_frames: int = 0, interval: float = 5.0,
                  quiet: bool = False, tensorboard: bool = True, window: int = 100, start_steps: int = 0,
-                 start_elapsed: float = 0.0):
+                 start_elapsed: float = 0.0, tasks: tuple[str, ...] = ()):
         """``start_*``: the checkpoint's counters when resuming. Rows of ``metrics.csv`` and
         ``episodes.csv`` (and TensorBoard events) past ``start_frames`` were written after
         that checkpoint by a run that then died: they are dropped, so every file continues
@@ -100,6 +110,10 @@ class RunLogger:
         self.recent_returns: deque[float] = deque(maxlen=window)
         self.recent_lengths: deque[int] = deque(maxlen=window)
         self.episodes = 0
+        self.tasks = tuple(tasks)  # Gymnasium ids, by task id (several: a multi-task run)
+        self.labels = task_labels(self.tasks) if len(self.tasks) > 1 else ()
+        self.task_returns = [deque(maxlen=window) for _ in self.labels]
+        self.task_episodes = [0 for _ in self.labels]
         self._acc: dict[str, list[float]] = {}
         self.last_row: dict[str, float] = {}
         self._metrics_path = self.run_dir / "metrics.csv"
@@ -117,7 +131,7 @@ class RunLogger:
         self._episodes_file = open(self.run_dir / "episodes.csv", "a", newline="")
         self._episodes = csv.writer(self._episodes_file)
         if new:
-            self._episodes.writerow(["frames", "return", "length"])
+            self._episodes.writerow(["frames", "return", "length"] + (["task"] if self.labels else []))
         self._tb = None
         if tensorboard:
             try:
@@ -136,7 +150,12 @@ class RunLogger:
             self.recent_returns.append(e.ret)
             self.recent_lengths.append(e.length)
             self.episodes += 1
-            self._episodes.writerow([frames, f"{e.ret:.6g}", e.length])
+            if self.labels:
+                self.task_returns[e.task].append(e.ret)
+                self.task_episodes[e.task] += 1
+                self._episodes.writerow([frames, f"{e.ret:.6g}", e.length, self.labels[e.task]])
+            else:
+                self._episodes.writerow([frames, f"{e.ret:.6g}", e.length])
         now = time.time()
         if now - self.last_time >= self.interval:
             self.flush(frames, now)
@@ -162,6 +181,7 @@ class RunLogger:
             episode_return=(sum(self.recent_returns) / len(self.recent_returns)) if self.recent_returns else float("nan"),
             episode_length=(sum(self.recent_lengths) / len(self.recent_lengths)) if self.recent_lengths else float("nan"),
         )
+        row.update(self._task_columns(row["episode_return"]))
         self._acc = {}
         self.last_time, self.last_frames, self.last_steps = now, frames, self.steps
         self.last_row = row
@@ -175,6 +195,25 @@ class RunLogger:
         if not self.quiet:
             print(self.progress_line(row), file=sys.stderr, flush=True)
         return row
+
+    def _task_columns(self, episode_return: float) -> dict[str, float]:
+        """Per-task returns and episode counts, and human-normalised scores for Atari (module docstring)."""
+        if not self.labels:
+            hns = human_normalized(self.tasks[0], episode_return) if self.tasks else None
+            return {} if hns is None else {"hns": hns}
+        out: dict[str, float] = {}
+        scores = []
+        for label, env_id, returns, count in zip(self.labels, self.tasks, self.task_returns, self.task_episodes):
+            mean = sum(returns) / len(returns) if returns else float("nan")
+            out[f"return_{label}"] = mean
+            out[f"episodes_{label}"] = count
+            hns = human_normalized(env_id, mean)
+            if hns is not None:
+                out[f"hns_{label}"] = hns
+                scores.append(hns)
+        if scores and len(scores) == len(self.labels):
+            out.update({f"hns_{k}": v for k, v in aggregates(scores).items()})
+        return out
 
     def _write_metrics_row(self, row: dict) -> None:
         new = [k for k in row if k not in self.columns]
@@ -202,7 +241,8 @@ class RunLogger:
         return (f"frames {_fmt_count(frames):>8}/{_fmt_count(self.total_frames)} | {fps:7.0f} fps | "
                 f"return {ret_s} (last {len(self.recent_returns)} eps) | "
                 f"lag {row.get('policy_lag_mean', float('nan')):.1f} (max {row.get('policy_lag_max', 0):.0f}) | "
-                f"{_fmt_duration(elapsed)} elapsed, ETA {_fmt_duration(eta)}")
+                f"{_fmt_duration(elapsed)} elapsed, ETA {_fmt_duration(eta)}"
+                + "".join(f" | {label} {row[f'return_{label}']:.1f}" for label in self.labels))
 
     def close(self) -> None:
         self._metrics_file.close()

@@ -308,6 +308,13 @@ BAD_INPUTS = {
     "unknown-activation": (["--mlp-activation", "gelu"], r"mlp_activation 'gelu' is not one of: relu, tanh"),
     "separate-value-with-lstm": (["--value-torso", "separate", "--use-lstm"],
                                  r"value_torso 'separate' cannot be combined with --use-lstm"),
+    "tasks-of-two-families": (["--env", "CartPole-v1,Pendulum-v1"],
+                              r"one environment family.*CartPole-v1: classic_control, Pendulum-v1: continuous"),
+    "unknown-suite": (["--suite", "atari99"], r"--suite atari99 is not one of: minatar5, minatar3, atari5"),
+    "suite-and-env": (["--suite", "minatar3"], r"--suite names the run's environments: give it instead of --env"),
+    "fewer-envs-than-tasks": (["--env", "CartPole-v1,Acrobot-v1,MountainCar-v0", "--num-actors", "1",
+                               "--envs-per-actor", "2", "--batch-size", "2"],
+                              r"3 tasks need at least as many environments; got .* = 2"),
 }
 
 

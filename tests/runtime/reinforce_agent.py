@@ -55,7 +55,7 @@ class ReinforceAgent:
     def state_fields(self):
         return {"steps": ((), torch.float32)}
 
-    def act(self, out, generator, greedy=False):
+    def act(self, out, generator, greedy=False, task=None):
         logits = out.policy_params[0]
         if greedy:
             action = logits.argmax(-1)
@@ -64,7 +64,7 @@ class ReinforceAgent:
         logp = torch.log_softmax(logits, -1).gather(-1, action[:, None])[:, 0]
         return Action(action, {"logp": logp})
 
-    def value(self, out):
+    def value(self, out, task=None):
         return out.values[0, :, 0]
 
     def before_updates(self, model, batch):

@@ -30,7 +30,7 @@ def test_the_layout_carries_the_agents_records_and_state():
     agent = make_agent(TrainConfig(agent=AGENT), env_spec)
     spec = RolloutSpec.for_agent(5, env_spec, agent)
     assert spec.row_fields()["logp"] == ((), torch.float32) and "policy_params" not in spec.row_fields()
-    assert spec.state_names == ("steps",) and set(spec.slot_fields()) == {"version", "steps"}
+    assert spec.state_names == ("steps",) and set(spec.slot_fields()) == {"version", "task", "steps"}
     assert spec.allocate(3)["logp"].shape == (3, 6)
 
 

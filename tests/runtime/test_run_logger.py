@@ -2,6 +2,8 @@
 
 import csv
 
+import pytest
+
 from impala_rl.logging import PROGRESS_COLUMNS, RunLogger
 from impala_rl.runtime.actor import EpisodeStats
 
@@ -50,3 +52,25 @@ def test_a_resume_drops_what_was_logged_past_the_checkpoint_and_continues_the_co
     assert rows[-1]["learner_steps"] == "3" and float(rows[-1]["elapsed_s"]) >= 100.0
     episodes = read(tmp_path / "episodes.csv")
     assert [(e["frames"], e["return"]) for e in episodes] == [("10", "10"), ("20", "20"), ("30", "99")]
+
+
+def test_a_multitask_run_logs_each_tasks_returns_and_human_normalised_scores(tmp_path):
+    log = RunLogger(tmp_path, total_frames=100, interval=1e9, quiet=True, tensorboard=False,
+                    tasks=("ALE/Pong-v5", "ALE/Breakout-v5"))
+    log.record(10, {}, [EpisodeStats(14.6, 9, task=0), EpisodeStats(-20.7, 9, task=0), EpisodeStats(30.5, 5, task=1)],
+               {})
+    row = log.flush(10)
+    log.close()
+    assert row["return_Pong"] == -3.05 and row["episodes_Pong"] == 2 and row["return_Breakout"] == 30.5
+    assert row["hns_Pong"] == pytest.approx(50.0) and row["hns_Breakout"] == pytest.approx(100.0)
+    assert row["hns_median"] == pytest.approx(75.0) and row["hns_capped_mean"] == pytest.approx(75.0)
+    episodes = read(tmp_path / "episodes.csv")
+    assert [e["task"] for e in episodes] == ["Pong", "Pong", "Breakout"]
+    assert read(tmp_path / "metrics.csv")[0]["return_Breakout"] == "30.5"
+
+
+def test_a_single_atari_game_gets_its_human_normalised_score(tmp_path):
+    log = RunLogger(tmp_path, total_frames=100, interval=1e9, quiet=True, tensorboard=False, tasks=("ALE/Pong-v5",))
+    log.record(10, {}, [EpisodeStats(-3.05, 9)], {})
+    assert log.flush(10)["hns"] == pytest.approx(50.0)
+    log.close()

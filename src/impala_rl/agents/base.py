@@ -73,12 +73,14 @@ class Agent(Protocol):
     def state_fields(self) -> Fields:
         """The recurrent state, by name, in the order of the network's ``core_state`` tuple."""
 
-    def act(self, out: Any, generator: torch.Generator, greedy: bool = False) -> Action:
+    def act(self, out: Any, generator: torch.Generator, greedy: bool = False,
+            task: torch.Tensor | None = None) -> Action:
         """Actions and recorded extras from the network's output for one step ([1, N, ...]);
-        ``greedy`` (``impala eval``) takes the most likely action instead of sampling."""
+        ``greedy`` (``impala eval``) takes the most likely action instead of sampling;
+        ``task`` (int64 ``[N]``) is each environment's task (:mod:`impala_rl.envs.tasks`)."""
 
-    def value(self, out: Any) -> torch.Tensor:
-        """float32 ``[N]``: the state values in ``out`` (one step), in reward units."""
+    def value(self, out: Any, task: torch.Tensor | None = None) -> torch.Tensor:
+        """float32 ``[N]``: the state values in ``out`` (one step) of each env's ``task``, in reward units."""
 
     def loss(self, forward, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The scalar loss of a batch ([T+1, B] rows) and its metrics (scalar tensors are logged)."""

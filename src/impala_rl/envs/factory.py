@@ -157,8 +157,16 @@ def env_family(env_id: str) -> str:
     Pendulum, MuJoCo, ...) or ``'classic_control'`` (any other id: discrete actions).
 
     Raises :class:`UnknownEnvError` for an unregistered id (other ids are opened once to
-    read their action space).
+    read their action space). Several comma-separated ids (a multi-task run) must all be
+    of one family (ValueError otherwise).
     """
+    if "," in env_id:
+        ids = [part.strip() for part in env_id.split(",") if part.strip()]
+        families = [env_family(i) for i in ids]
+        if len(set(families)) > 1:
+            raise ValueError("the tasks of one run must be of one environment family (one preset, one "
+                             "observation kind); got " + ", ".join(f"{i}: {f}" for i, f in zip(ids, families)))
+        return families[0]
     if is_atari(env_id):
         return "atari"
     check_env_id(env_id)
@@ -204,7 +212,12 @@ def check_env_id(env_id: str) -> None:
 
     ``module:EnvId`` imports ``module`` first (as :func:`gymnasium.make` does), so that
     third-party packages can register their envs. The error suggests close matches.
+    Several comma-separated ids (a multi-task run) are each checked.
     """
+    if "," in env_id:
+        for part in env_id.split(","):
+            check_env_id(part.strip())
+        return
     _register_ale()
     module, _, name = env_id.rpartition(":")
     if module:

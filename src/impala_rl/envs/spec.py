@@ -38,6 +38,10 @@ class EnvSpec:
         action_low, action_high: per-dimension bounds of a ``Box`` action (may be
             ``±inf``); ``None`` for ``Discrete``.
         is_image: ``True`` for rank-3 observations (channel-first ``[C, H, W]``).
+        tasks: the Gymnasium ids of a multi-task run (:mod:`impala_rl.envs.tasks`), in
+            task-id order; ``()`` for one environment.
+        task_actions: each task's own number of actions (Discrete); the policy masks the
+            others. ``()`` for one environment.
     """
 
     obs_shape: tuple[int, ...]
@@ -47,6 +51,12 @@ class EnvSpec:
     action_low: tuple[float, ...] | None = None
     action_high: tuple[float, ...] | None = None
     is_image: bool = False
+    tasks: tuple[str, ...] = ()
+    task_actions: tuple[int, ...] = ()
+
+    @property
+    def num_tasks(self) -> int:
+        return max(1, len(self.tasks))
 
     @property
     def action_shape(self) -> tuple[int, ...]:

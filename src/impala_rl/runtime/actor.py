@@ -21,6 +21,7 @@ class EpisodeStats:
 
     ret: float
     length: int
+    task: int = 0
 
 
 class Actor:
@@ -57,6 +58,8 @@ class Actor:
         self.num_envs = envs.num_envs
         self.generator = torch.Generator().manual_seed(seed)
         n = self.num_envs
+        # Each environment's task (several tasks: impala_rl.envs.tasks.TaskEnvGroup), stored per unroll.
+        self.task = torch.as_tensor(getattr(envs, "task_ids", np.zeros(n, np.int64)), dtype=torch.int64)
         # The last row written (row T of the previous unroll = row 0 of the next).
         self.row = {name: torch.zeros((n,) + shape, dtype=dtype)
                     for name, (shape, dtype) in spec.row_fields().items()}
@@ -86,7 +89,7 @@ class Actor:
     def _act(self, state: tuple) -> tuple:
         """Fill the current row's action and the agent's records; return the state after it."""
         out, new_state = self._forward(self.row, state)
-        action, record = self.agent.act(out, self.generator)
+        action, record = self.agent.act(out, self.generator, task=self.task)
         self.row["action"].copy_(action)
         for name, value in record.items():
             self.row[name].copy_(value)
@@ -111,6 +114,7 @@ class Actor:
         self._buffers, self._idx, self._k = buffers, torch.as_tensor(slots, dtype=torch.long), 0
         self._write_row()
         buffers["version"][self._idx] = version
+        buffers["task"][self._idx] = self.task
         for name, value in zip(self.spec.state_names, self.state_before_row, strict=True):
             buffers[name][self._idx] = value
         self._state = self.state_after_row
@@ -130,7 +134,8 @@ class Actor:
         self.episode_return += result.reward
         self.episode_length += 1
         for i in np.flatnonzero(done):
-            self._finished.append(EpisodeStats(float(self.episode_return[i]), int(self.episode_length[i])))
+            self._finished.append(EpisodeStats(float(self.episode_return[i]), int(self.episode_length[i]),
+                                               int(self.task[i])))
         self.episode_return[done] = 0.0
         self.episode_length[done] = 0
         np.copyto(np_row["obs"], result.obs)
@@ -176,7 +181,7 @@ class Actor:
         view["first"].zero_()  # x_final continues its episode: no state reset
         view["last_action"].copy_(self.row["action"])
         out, _ = self._forward(view, self._state)
-        values = self.agent.value(out)
+        values = self.agent.value(out, task=self.task)
         for i in finals:
             self.row["bootstrap"][i] = values[i]
 

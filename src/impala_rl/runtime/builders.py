@@ -11,7 +11,8 @@ import torch
 from impala_rl.agents import make_agent
 from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.envs import AtariOptions, EnvSpec, describe, make_env
-from impala_rl.envs.vector import make_env_group
+from impala_rl.envs.tasks import combine_specs, env_tasks, task_ids
+from impala_rl.envs.vector import make_env_group, make_task_env_group
 from impala_rl.runtime.actor import Actor, ActorGroup
 from impala_rl.runtime.learner import Learner
 from impala_rl.runtime.types import RolloutSpec
@@ -35,12 +36,17 @@ def atari_options(cfg: TrainConfig) -> AtariOptions | None:
 
 
 def probe_env(cfg: TrainConfig) -> EnvSpec:
-    """Open one environment to read its spaces (raises for unknown ids / unsupported spaces)."""
-    env = make_env(cfg.env, seed=cfg.seed, atari=atari_options(cfg))
-    try:
-        return describe(env)
-    finally:
-        env.close()
+    """Open one environment of each task to read its spaces (raises for unknown ids or
+    unsupported spaces, and for tasks whose spaces cannot be reconciled)."""
+    ids = task_ids(cfg.env)
+    specs = []
+    for env_id in ids:
+        env = make_env(env_id, seed=cfg.seed, atari=atari_options(cfg))
+        try:
+            specs.append(describe(env))
+        finally:
+            env.close()
+    return specs[0] if len(ids) == 1 else combine_specs(ids, specs)
 
 
 def build_model(cfg: TrainConfig, env_spec: EnvSpec) -> torch.nn.Module:
@@ -75,9 +81,14 @@ def build_actor(cfg: TrainConfig, env_spec: EnvSpec, actor_id: int, restart: int
     model.eval()
     spec = RolloutSpec.for_agent(cfg.unroll_length, env_spec, agent)
     sizes = [len(part) for part in _split(cfg.envs_per_actor, cfg.env_groups)]
-    actors = []
+    actors, first_env = [], actor_id * cfg.envs_per_actor
     for g, size in enumerate(sizes):
-        envs = make_env_group(cfg.env, size, seed + 101 * g, atari=atari_options(cfg), native=cfg.native_env)
+        if env_spec.tasks:  # environment j of the run plays task j % K
+            envs = make_task_env_group(env_spec, env_tasks(size, first_env, env_spec.num_tasks), seed + 101 * g,
+                                       atari=atari_options(cfg), native=cfg.native_env)
+            first_env += size
+        else:
+            envs = make_env_group(cfg.env, size, seed + 101 * g, atari=atari_options(cfg), native=cfg.native_env)
         actors.append(Actor(spec, model, agent, envs, seed=seed + 101 * g,
                             reward_clip=cfg.reward_clip, episodic_life=cfg.episodic_life, forward=forward))
     return actors[0] if len(actors) == 1 else ActorGroup(actors)

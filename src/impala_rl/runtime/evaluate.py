@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +14,21 @@ from impala_rl.models import net_inputs
 from impala_rl.runtime.builders import atari_options, probe_env
 from impala_rl.runtime.train import load_run
 from impala_rl.envs import make_env
+from impala_rl.envs.tasks import pad_observations, task_labels
+from impala_rl.scores import aggregates, human_normalized
 
 
 @dataclass
 class EvalResult:
+    """Returns and lengths of the episodes played; a multi-task run's ``tasks`` holds one
+    result per task label (``returns`` then lists every task's episodes, task by task)
+    and, for Atari, ``hns`` the human-normalised scores (percent) per task and aggregated."""
+
     returns: list[float]
     lengths: list[int]
     policy: str  # 'greedy' | 'sampled'
+    tasks: dict[str, "EvalResult"] = field(default_factory=dict)
+    hns: dict[str, float] = field(default_factory=dict)
 
     @property
     def mean(self) -> float:
@@ -34,7 +42,8 @@ class EvalResult:
 @torch.inference_mode()
 def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, video: str | None = None,
              seed: int = 12345, max_steps: int = 0, trust_env_module: bool = False) -> EvalResult:
-    """Play ``episodes`` episodes (unclipped returns) with the run's latest checkpoint.
+    """Play ``episodes`` episodes (unclipped returns) with the run's latest checkpoint, in
+    each of its tasks.
 
     A run directory may come from someone else: an env id of Gymnasium's ``module:Env`` form
     would import (run) that module, so it is refused unless ``trust_env_module``.
@@ -51,9 +60,33 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, video
     model = agent.build_model()
     model.load_state_dict(state["model"])
     model.eval()
-    env = make_env(cfg.env, seed=seed, atari=atari_options(cfg), **({"render_mode": "rgb_array"} if video else {}))
+    policy = "greedy" if greedy else "sampled"
+    per_task, frames = {}, []
+    for task, (label, env_id) in enumerate(zip(task_labels(cfg.tasks), cfg.tasks)):
+        returns, lengths = _play(cfg, env_spec, agent, model, env_id, task, episodes, greedy, seed, max_steps,
+                                 frames if video and task == 0 else None)
+        per_task[label] = EvalResult(returns, lengths, policy)
+    if video:
+        # Real speed: one recorded frame per agent step, each `frames_per_step` emulator frames.
+        write_video(video, frames, fps=_render_fps(cfg) / cfg.frames_per_step)
+    if len(per_task) == 1:
+        return next(iter(per_task.values()))
+    hns = {label: human_normalized(env_id, r.mean) for (label, r), env_id in zip(per_task.items(), cfg.tasks)}
+    hns = {k: v for k, v in hns.items() if v is not None}
+    if len(hns) == len(per_task):
+        hns.update(aggregates(list(hns.values())))
+    return EvalResult([x for r in per_task.values() for x in r.returns],
+                      [x for r in per_task.values() for x in r.lengths], policy, per_task, hns)
+
+
+def _play(cfg, env_spec, agent, model, env_id: str, task: int, episodes: int, greedy: bool, seed: int,
+          max_steps: int, frames: list | None) -> tuple[list[float], list[int]]:
+    """Episodes of one task; rendered frames of the first go to ``frames`` when given."""
+    render = {"render_mode": "rgb_array"} if frames is not None else {}
+    env = make_env(env_id, seed=seed, atari=atari_options(cfg), **render)
     generator = torch.Generator().manual_seed(seed)
-    returns, lengths, frames = [], [], []
+    task_id = torch.tensor([task])
+    returns, lengths = [], []
     action_shape = env_spec.action_shape
     action_dtype = torch.from_numpy(np.zeros((), dtype=env_spec.action_dtype)).dtype
     try:
@@ -63,12 +96,13 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, video
             first, last_action, reward = True, torch.zeros((1, 1) + action_shape, dtype=action_dtype), 0.0
             total, steps, done = 0.0, 0, False
             while not done:
-                if video and episode == 0:
+                if frames is not None and episode == 0:
                     frames.append(env.render())
-                inputs = net_inputs(torch.as_tensor(np.asarray(obs))[None, None], torch.tensor([[first]]),
+                obs = pad_observations(np.asarray(obs)[None], env_spec.obs_shape, env_spec.obs_dtype)
+                inputs = net_inputs(torch.as_tensor(obs)[None], torch.tensor([[first]]),
                                     last_action, torch.tensor([[reward]], dtype=torch.float32), cfg.reward_clip)
                 out, state_ = model(core_state=state_, **inputs)
-                action = agent.act(out, generator, greedy=greedy).action[0]
+                action = agent.act(out, generator, greedy=greedy, task=task_id).action[0]
                 obs, reward, terminated, truncated, _ = env.step(
                     int(action) if env_spec.policy_type == "categorical" else action.numpy())
                 total += float(reward)
@@ -79,10 +113,15 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, video
             lengths.append(steps)
     finally:
         env.close()
-    if video:
-        # Real speed: one recorded frame per agent step, each `frames_per_step` emulator frames.
-        write_video(video, frames, fps=env.metadata.get("render_fps", 30) / cfg.frames_per_step)
-    return EvalResult(returns, lengths, "greedy" if greedy else "sampled")
+    return returns, lengths
+
+
+def _render_fps(cfg) -> float:
+    env = make_env(cfg.tasks[0], atari=atari_options(cfg))
+    try:
+        return env.metadata.get("render_fps", 30)
+    finally:
+        env.close()
 
 
 def check_video_path(path: str | Path) -> None:

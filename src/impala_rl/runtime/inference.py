@@ -28,16 +28,14 @@ def _request_fields(spec: RolloutSpec) -> dict[str, tuple[tuple, torch.dtype]]:
     rows = spec.row_fields()
     fields = {"obs": rows["obs"], "first": rows["first"], "last_action": rows["last_action"],
               "last_reward": ((), torch.float32)}
-    fields.update(spec.slot_fields())
-    del fields["version"]
+    fields.update({name: (shape, dtype) for name, shape, dtype in spec.states})
     return fields
 
 
-def _response_fields(spec: RolloutSpec, policy_size: int) -> dict[str, tuple[tuple, torch.dtype]]:
+def _response_fields(spec: RolloutSpec, policy_size: int, num_values: int) -> dict[str, tuple[tuple, torch.dtype]]:
     """The network's outputs for one step (its NetOutput), and the recurrent state after it."""
-    fields = {"policy_params": ((policy_size,), torch.float32), "values": ((), torch.float32)}
-    fields.update(spec.slot_fields())
-    del fields["version"]
+    fields = {"policy_params": ((policy_size,), torch.float32), "values": ((num_values,), torch.float32)}
+    fields.update({name: (shape, dtype) for name, shape, dtype in spec.states})
     return fields
 
 
@@ -75,7 +73,7 @@ class RemoteForward:
         self.channel.conn.send(1)
         if self.channel.conn.recv() != 1:
             raise RuntimeError("the inference server failed this request (see the learner's log)")
-        out = NetOutput(resp["policy_params"][None].clone(), resp["values"][None, :, None].clone())
+        out = NetOutput(resp["policy_params"][None].clone(), resp["values"][None].clone())
         return out, tuple(resp[name].clone() for name in self.channel.state_names)
 
 
@@ -88,6 +86,7 @@ class InferenceServer:
         self.device = device
         self.model = copy.deepcopy(model).to(device).eval()
         self.policy_size = int(model.policy_param_size)  # the network's NetOutput.policy_params width
+        self.num_values = int(model.num_values)  # and its values' (one per task)
         self.lock = threading.Lock()
         self.batcher = DynamicBatcher(self._run, min_batch=min_batch, max_batch=max_batch, timeout_s=timeout_s,
                                       name="impala-inference")
@@ -105,7 +104,7 @@ class InferenceServer:
             out, new_state = self.model(obs=x["obs"][None], first=x["first"][None],
                                         last_action=x["last_action"][None], last_reward=x["last_reward"][None],
                                         core_state=state)
-        result = {"policy_params": out.policy_params[0], "values": out.values[0, :, 0]}
+        result = {"policy_params": out.policy_params[0], "values": out.values[0]}
         result.update(zip(self.spec.state_names, new_state, strict=True))
         return {k: v.to("cpu") for k, v in result.items()}
 
@@ -118,7 +117,7 @@ class InferenceServer:
         """A fresh channel for (a new incarnation of) an actor; returns the actor's end."""
         server_conn, actor_conn = ctx.Pipe(duplex=True)
         request = _alloc(_request_fields(self.spec), num_envs)
-        response = _alloc(_response_fields(self.spec, self.policy_size), num_envs)
+        response = _alloc(_response_fields(self.spec, self.policy_size, self.num_values), num_envs)
         with self.channels_lock:
             old = self.channels.pop(actor_id, None)
             self.channels[actor_id] = (server_conn, request, response)

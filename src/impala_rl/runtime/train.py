@@ -68,7 +68,7 @@ class Trainer:
         (self.run_dir / "config.json").write_text(cfg.to_json())
         logger = RunLogger(self.run_dir, cfg.total_frames, start_frames=learner.frames,
                            interval=cfg.log_interval, quiet=cfg.quiet, start_steps=learner.version,
-                           start_elapsed=self.counters["elapsed_s"])
+                           start_elapsed=self.counters["elapsed_s"], tasks=cfg.tasks)
         backend = make_backend(cfg, self.env_spec, learner)
         backend.publish(learner.model, learner.version)  # a resumed run's actors act as its current version
         start = time.time()

@@ -26,7 +26,8 @@ observation it bootstraps from. Row k holds:
   is ``policy_params[k]`` (float32 [P]): the behaviour policy mu at x_k, packed as in
   :mod:`impala_rl.core.distributions` (logits, or mean and log-std).
 
-Per slot: ``version`` (int64), the policy version that acted in rows 1..T (for the
+Per slot: ``task`` (int64), the task the unroll's environment plays (0 unless the run has
+several, :mod:`impala_rl.envs.tasks`); ``version`` (int64), the policy version that acted in rows 1..T (for the
 policy-lag metric: learner version minus behaviour version; row 0's action was chosen
 at the end of the previous unroll, possibly by the version before), and the agent's
 recurrent state *before* row 0 (IMPALA's LSTM: ``core_h``, ``core_c``, float32 [L]), so
@@ -97,7 +98,7 @@ class RolloutSpec:
 
     def slot_fields(self) -> dict[str, tuple[tuple, torch.dtype]]:
         """name -> (shape of one slot's per-unroll value, dtype)."""
-        out = {"version": ((), torch.int64)}
+        out = {"version": ((), torch.int64), "task": ((), torch.int64)}
         out.update({name: (shape, dtype) for name, shape, dtype in self.states})
         return out
 

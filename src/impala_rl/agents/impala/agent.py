@@ -8,7 +8,9 @@ policy distributions); this module says how the runtime's rows feed them:
 - the loss unrolls the network over the batch from that state, turns rows into rewards
   and discounts (:func:`loss_inputs`) and calls :func:`~impala_rl.core.losses.impala_loss`;
 - with ``--popart`` the network's PopArt statistics are updated after each optimiser
-  step and the value head rescaled to preserve its outputs; with
+  step and the value head rescaled to preserve its outputs; with several tasks
+  (:mod:`impala_rl.envs.tasks`) the network has one value output per task, each with its
+  own statistics, and the actions a task lacks are masked out of its policy; with
   ``--normalize-observations`` the observation statistics are updated once per batch.
 """
 
@@ -22,12 +24,13 @@ from impala_rl.core import distributions
 from impala_rl.core.losses import impala_loss
 from impala_rl.envs import is_minatar
 from impala_rl.envs.spec import EnvSpec
+from impala_rl.envs.tasks import MASKED_LOGIT, action_mask, task_ids, task_labels
 from impala_rl.models import ImpalaNet, net_inputs
 
 
 def resolve_torso(cfg: TrainConfig, env_spec: EnvSpec) -> str:
     if cfg.torso == "auto":
-        if is_minatar(cfg.env):
+        if is_minatar(task_ids(cfg.env)[0]):
             return "minatar"
         return "shallow" if env_spec.is_image else "mlp"
     return cfg.torso
@@ -39,7 +42,8 @@ def build_model(cfg: TrainConfig, env_spec: EnvSpec) -> ImpalaNet:
     try:
         return ImpalaNet(tuple(env_spec.obs_shape), env_spec.action_dim, policy_type=env_spec.policy_type,
                          torso=resolve_torso(cfg, env_spec), use_lstm=cfg.use_lstm, lstm_size=cfg.lstm_size,
-                         mlp_sizes=tuple(cfg.mlp_sizes), channels_last=cfg.channels_last and env_spec.is_image,
+                         mlp_sizes=tuple(cfg.mlp_sizes), num_values=env_spec.num_tasks,
+                         channels_last=cfg.channels_last and env_spec.is_image,
                          init=cfg.init, popart=cfg.popart, popart_beta=cfg.popart_beta,
                          normalize_observations=cfg.normalize_observations, activation=cfg.mlp_activation,
                          separate_value_torso=cfg.value_torso == "separate",
@@ -73,6 +77,8 @@ class ImpalaAgent:
         self.cfg = cfg
         self.env_spec = env_spec
         self.policy_type = env_spec.policy_type
+        self.labels = task_labels(env_spec.tasks)
+        self.mask = action_mask(env_spec)  # bool [K, A] or None: the actions each task has
 
     def build_model(self) -> ImpalaNet:
         return build_model(self.cfg, self.env_spec)
@@ -86,14 +92,20 @@ class ImpalaAgent:
             return {}
         return {"core_h": ((self.cfg.lstm_size,), torch.float32), "core_c": ((self.cfg.lstm_size,), torch.float32)}
 
-    def act(self, out, generator: torch.Generator, greedy: bool = False) -> Action:
-        params = out.policy_params[0]
+    def masked(self, params: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
+        """Logits ``[..., B, A]`` with the actions each unroll's task lacks set to MASKED_LOGIT."""
+        if self.mask is None:
+            return params
+        return params.masked_fill(~self.mask.to(params.device)[task], MASKED_LOGIT)
+
+    def act(self, out, generator: torch.Generator, greedy: bool = False, task: torch.Tensor | None = None) -> Action:
+        params = self.masked(out.policy_params[0], task)
         if greedy:
             return Action(distributions.mode(self.policy_type, params), {"policy_params": params})
         return Action(distributions.sample(self.policy_type, params, generator=generator), {"policy_params": params})
 
-    def value(self, out) -> torch.Tensor:
-        return out.values[0, :, 0]
+    def value(self, out, task: torch.Tensor | None = None) -> torch.Tensor:
+        return task_values(out.values, task)[0]
 
     def before_updates(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
         obs_norm = getattr(model, "obs_norm", None)
@@ -105,15 +117,16 @@ class ImpalaAgent:
         core_state = tuple(batch[name] for name in self.state_fields())
         inputs = net_inputs(batch["obs"], batch["first"], batch["last_action"], batch["reward"], cfg.reward_clip)
         out, _ = forward(core_state=core_state, **inputs)
-        values = out.values[..., 0]  # unnormalised (reward units)
+        task = batch["task"]  # [B]
+        values = task_values(out.values, task)  # [T+1, B], unnormalised (reward units)
         normalizer = None
         popart = getattr(forward, "popart", None)  # a compiled module forwards attributes to the original
         if popart is not None:  # the loss takes the head's normalised outputs n = (v - mu) / sigma
-            mu, sigma = popart.statistics(torch.zeros(values.shape[1], dtype=torch.long, device=values.device))
+            mu, sigma = popart.statistics(task)
             values = (values - mu) / sigma
             normalizer = (mu, sigma)
-        return impala_loss(
-            target_params=out.policy_params[:-1],
+        loss, metrics = impala_loss(
+            target_params=self.masked(out.policy_params[:-1], task),
             values=values[:-1],
             bootstrap_value=values[-1],
             behaviour_params=batch["policy_params"][:-1],
@@ -130,11 +143,25 @@ class ImpalaAgent:
             value_normalizer=normalizer,
             normalize_advantages=cfg.normalize_advantages,
         )
+        metrics["task"] = task  # not a scalar: not logged; after_update reads it
+        return loss, metrics
 
     def after_update(self, model: torch.nn.Module, metrics: dict[str, torch.Tensor]) -> dict[str, float]:
         popart = getattr(model, "popart", None)
         if popart is None:
             return {}
-        old_mu, old_sigma = popart.update(metrics["vs"], torch.zeros((), dtype=torch.long, device=metrics["vs"].device))
+        old_mu, old_sigma = popart.update(metrics["vs"], metrics["task"])
         popart.preserve_outputs_(model.value_head, old_mu, old_sigma)
-        return {"popart_mu": float(popart.mu[0]), "popart_sigma": float(popart.sigma[0])}
+        mu, sigma = popart.mu.tolist(), popart.sigma.tolist()
+        if len(mu) == 1:
+            return {"popart_mu": mu[0], "popart_sigma": sigma[0]}
+        return {f"{name}_{label}": v[k] for k, label in enumerate(self.labels)
+                for name, v in (("popart_mu", mu), ("popart_sigma", sigma))}
+
+
+def task_values(values: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
+    """values ``[T, B, K]`` (one per task) -> ``[T, B]``: each unroll's own task's value."""
+    if values.shape[-1] == 1 or task is None:
+        return values[..., 0]
+    index = task.to(values.device).view(1, -1, 1).expand(values.shape[0], -1, 1)
+    return values.gather(-1, index)[..., 0]

@@ -115,7 +115,7 @@ def _actor_main(actor_id: int, restart: int, cfg: TrainConfig, env_spec: EnvSpec
             waits["weights_s"] += time.perf_counter() - t1
             slots = [granted.popleft() for _ in range(actor.num_envs)]
             finished = actor.unroll(buffers, slots, version)
-            conn.send(("full", slots, [(e.ret, e.length) for e in finished], {**actor.timings, **waits}))
+            conn.send(("full", slots, [(e.ret, e.length, e.task) for e in finished], {**actor.timings, **waits}))
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         return  # the learner went away
     except BaseException:
@@ -308,7 +308,7 @@ class LocalBackend:
                     with self.cond:
                         handle.held.difference_update(slots)
                         self.full.extend(slots)
-                        self.finished.extend(EpisodeStats(r, n) for r, n in episodes)
+                        self.finished.extend(EpisodeStats(*e) for e in episodes)
                         handle.unrolls += 1
                         self.failed_starts[actor_id] = 0
                         self._grant(actor_id)  # keep it busy even while the learner waits for B unrolls

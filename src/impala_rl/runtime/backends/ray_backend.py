@@ -165,7 +165,7 @@ class RolloutWorker:
             self.version = version
         finished = self.actor.unroll(self.buffers, self.slots, version)
         meta = dict(self.meta, timings=dict(getattr(self.actor, "timings", {})))
-        return self.arrays, [(e.ret, e.length) for e in finished], meta
+        return self.arrays, [(e.ret, e.length, e.task) for e in finished], meta
 
 
 # ----------------------------------------------------------------------------- the backend
@@ -317,7 +317,7 @@ class RayBackend:
         h.timings = meta.get("timings", {})
         self.pending.append(arrays)
         self.pending_unrolls += len(arrays["version"])
-        self.finished.extend(EpisodeStats(r, n) for r, n in episodes)
+        self.finished.extend(EpisodeStats(*e) for e in episodes)
         self.round.discard(actor_id)
 
     def _failed(self, actor_id: int, generation: int, error: Exception, kill: bool = False,
