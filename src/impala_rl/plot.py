@@ -1,4 +1,7 @@
-"""``impala plot``: learning curves (episode return vs environment frames) from run directories."""
+"""``impala plot``: learning curves (episode return vs environment frames) from run directories.
+
+A multi-task run's episodes carry their task: its returns are drawn in one panel per task
+(runs with the same tasks overlaid), never mixed into one curve."""
 
 from __future__ import annotations
 
@@ -8,16 +11,27 @@ from pathlib import Path
 import numpy as np
 
 
-def read_episodes(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    path = Path(run_dir) / "episodes.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"no episodes.csv in {run_dir} (is it a run directory of 'impala train'?)")
+def read_episodes(run_dir: str | Path, task: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, returns) of the run's episodes (of one ``task`` label in a multi-task run)."""
     frames, returns = [], []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
+    for row in _episode_rows(run_dir):
+        if task is None or row.get("task") == task:
             frames.append(float(row["frames"]))
             returns.append(float(row["return"]))
     return np.asarray(frames), np.asarray(returns)
+
+
+def read_tasks(run_dir: str | Path) -> list[str]:
+    """The task labels of a multi-task run's episodes, in order of appearance ([] for one task)."""
+    return list(dict.fromkeys(row["task"] for row in _episode_rows(run_dir) if row.get("task")))
+
+
+def _episode_rows(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "episodes.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"no episodes.csv in {run_dir} (is it a run directory of 'impala train'?)")
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def read_metric(run_dir: str | Path, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -54,11 +68,34 @@ def plot_runs(run_dirs: list[str], output: str | Path, window: int = 50, title: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    tasks = list(dict.fromkeys(t for d in run_dirs for t in read_tasks(d))) if metric == "return" else []
+    if tasks:
+        return _plot_tasks(run_dirs, tasks, output, window, title, plt)
     if metric == "return":
         data = [(d, *read_episodes(d)) for d in run_dirs]
     else:
         data = [(d, *read_metric(d, metric)) for d in run_dirs]
     fig, ax = plt.subplots(figsize=(8, 5))
+    _draw(ax, data, window, metric)
+    ax.set_title(title or "impala-rl learning curves")
+    return _save(fig, output, plt)
+
+
+def _plot_tasks(run_dirs, tasks, output, window, title, plt) -> Path:
+    """One panel per task of multi-task runs."""
+    cols = min(3, len(tasks))
+    rows = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        _draw(ax, [(d, *read_episodes(d, task)) for d in run_dirs], window, "return")
+        ax.set_title(task)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    fig.suptitle(title or "impala-rl learning curves, per task")
+    return _save(fig, output, plt)
+
+
+def _draw(ax, data, window: int, metric: str) -> None:
     for run_dir, frames, returns in data:
         label = Path(run_dir).name
         if len(returns) == 0:
@@ -70,10 +107,12 @@ def plot_runs(run_dirs: list[str], output: str | Path, window: int = 50, title: 
     ax.set_xlabel("environment frames")
     ax.set_ylabel(f"episode return (moving average of {window})" if metric == "return"
                   else f"{metric} (moving average of {window} log rows)")
-    ax.set_title(title or "impala-rl learning curves")
     ax.grid(alpha=0.3)
     if ax.lines:
-        ax.legend()
+        ax.legend(fontsize="small")
+
+
+def _save(fig, output, plt) -> Path:
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

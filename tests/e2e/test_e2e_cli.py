@@ -44,6 +44,10 @@ def shm_entries() -> set[str]:
     return {p.name for p in Path("/dev/shm").iterdir() if SHM_PATTERN.search(p.name)}
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def proc_info(pid: int) -> tuple[int, str, str] | None:
     """(ppid, state, cmdline) of a live process from /proc, or None if it is gone."""
     try:
@@ -86,8 +90,11 @@ class Training:
     """``impala train`` in the background; stderr is collected line by line."""
 
     def __init__(self, args, cwd, new_session=False, **env):
+        # SIGINT back to its default in the child: a test suite started in the background
+        # (`make test &`) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
         self.proc = subprocess.Popen([IMPALA, "train", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True, cwd=cwd, env=cli_env(**env), start_new_session=new_session)
+                                     text=True, cwd=cwd, env=cli_env(**env), start_new_session=new_session,
+                                     preexec_fn=_default_sigint)
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)

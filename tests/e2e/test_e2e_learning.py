@@ -10,12 +10,17 @@ each run with its family's preset (no tuning flags) through the real CLI.
   0.82M frames on the local backend in its 2M-frame benchmark run).
 - MinAtar Breakout (the conv torso; random: 0.5) must reach 4 within 500k frames (the preset
   reaches about 5.4 by 0.4M and 17 by 2M; docs/learning.md).
+- Two tasks whose rewards are 1000x apart (CartPole, and CartPole with every reward
+  multiplied by 1000, a wrapper in tests/runtime/impala_test_envs.py), one agent with
+  ``--popart``: each task's 100-episode mean must reach 300 steps (random: about 22)
+  within 600k frames in all, serially (seed 0 reached 500 in both by 560k).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,11 +30,16 @@ import pytest
 THRESHOLD = 400.0
 
 
+TEST_ENVS_DIR = Path(__file__).resolve().parents[1] / "runtime"  # impala_test_envs.py
+
+
 def _train(tmp_path: Path, *flags: str, env: str = "CartPole-v1", seed: int = 1) -> tuple[dict, list[dict]]:
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "impala_rl.cli", "train", "--env", env, "--seed", str(seed),
            "--run-dir", str(run_dir), "--quiet", "--log-interval", "2", *flags]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    environ = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(TEST_ENVS_DIR),
+                                                                           os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=environ)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     with open(run_dir / "metrics.csv", newline="") as f:
@@ -60,3 +70,14 @@ def test_gaussian_and_conv_policies_learn(tmp_path, env, frames, threshold, back
     summary, _ = _train(tmp_path, "--total-frames", str(frames), "--backend", backend, env=env, seed=0)
     assert summary["stop_reason"] == "done" and summary["frames"] >= frames
     assert summary["mean_return"] >= threshold, summary
+
+
+def test_two_tasks_with_rewards_a_thousand_times_apart_both_learn_with_popart(tmp_path):
+    env = "CartPole-v1,impala_test_envs:ImpalaTest/CartPoleX1000-v1"
+    summary, rows = _train(tmp_path, "--popart", "--total-frames", "600000", "--backend", "serial", env=env, seed=0)
+    assert summary["stop_reason"] == "done"
+    last = rows[-1]
+    steps = {"CartPole": float(last["return_CartPole"]), "CartPoleX1000": float(last["return_CartPoleX1000"]) / 1000}
+    assert min(steps.values()) >= 300, steps
+    sigma = float(last["popart_sigma_CartPoleX1000"]) / float(last["popart_sigma_CartPole"])
+    assert 100 < sigma < 10_000, sigma  # each task's statistics follow its own reward scale

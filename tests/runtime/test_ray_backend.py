@@ -222,6 +222,27 @@ def test_an_actor_that_keeps_raising_is_replaced_then_stops_the_run(joined_ray):
     assert backend.restarts >= 1  # each failure got a fresh replacement before the run gave up
 
 
+def test_every_unroll_carries_its_task_on_ray(joined_ray):
+    import impala_test_envs
+    from test_multitask import assert_tasks_match_observations
+
+    env = ",".join(f"impala_test_envs:{i}" for i in impala_test_envs.ECHO_IDS)
+    cfg = make_cfg(env=env, num_actors=2, envs_per_actor=3, batch_size=4, popart=True)
+    env_spec = probe_env(cfg)
+    backend = ray_backend.RayBackend(cfg, env_spec, build_model(cfg, env_spec))
+    seen, episode_tasks = set(), set()
+    try:
+        backend.start()
+        for _ in range(6):
+            batch, episodes = backend.get_batch()
+            assert_tasks_match_observations(batch)
+            seen |= set(batch["task"].tolist())
+            episode_tasks |= {e.task for e in episodes}
+    finally:
+        backend.close()
+    assert seen == {0, 1} and episode_tasks == {0, 1}
+
+
 def test_cli_local_ray_and_resume(tmp_path, no_new_ray_services):
     run_dir = tmp_path / "run"
     first = subprocess.run(train_cmd(run_dir, "--total-frames", "6000", "--seed", "3"),
