@@ -115,6 +115,11 @@ class TrainConfig:
                       "2018). Turns reward clipping off unless --reward-clip is given: PopArt trains on unclipped "
                       "rewards.", "agent")
     popart_beta: float = _f(3e-4, "PopArt: EMA step of the value-target statistics.", "agent")
+    replay_proportion: float = _f(0.0, "Experience replay: this fraction of every batch is unrolls drawn uniformly "
+                                  "from a replay buffer, the rest fresh (paper Table 2 uses 0.5); 0 = no replay. "
+                                  "The buffer is not checkpointed.", "agent")
+    replay_capacity: int = _f(10_000, "Experience replay: unrolls the buffer holds (oldest overwritten); memory = "
+                              "capacity x bytes per unroll, printed at start.", "agent")
     learner_epochs: int = _f(1, "Gradient passes over each batch (1 = the paper's single pass); V-trace corrects "
                              "for the policy moving between passes.", "agent")
     learner_minibatches: int = _f(1, "Split each pass over a batch into this many minibatches of unrolls (one "
@@ -236,8 +241,19 @@ class TrainConfig:
         return 4 if self.is_atari else 1
 
     @property
+    def replayed_per_batch(self) -> int:
+        """Unrolls of each batch drawn from the replay buffer."""
+        return round(self.batch_size * self.replay_proportion)
+
+    @property
+    def fresh_batch_size(self) -> int:
+        """Unrolls of each batch that come fresh from the actors (the backends' batch)."""
+        return self.batch_size - self.replayed_per_batch
+
+    @property
     def frames_per_batch(self) -> int:
-        return self.unroll_length * self.batch_size * self.frames_per_step
+        """Environment frames behind one batch: its fresh unrolls only (replayed ones were counted before)."""
+        return self.unroll_length * self.fresh_batch_size * self.frames_per_step
 
     @property
     def frames_per_update(self) -> int:
@@ -309,14 +325,24 @@ class TrainConfig:
             raise ConfigError(
                 f"num_slots ({self.slots}) must be at least batch_size + envs_per_actor "
                 f"({self.batch_size + self.envs_per_actor}) so an actor can fill an unroll while the learner holds a batch")
+        if not 0.0 <= self.replay_proportion < 1.0:
+            raise ConfigError(f"replay_proportion must be in [0, 1), got {self.replay_proportion}")
+        if self.fresh_batch_size < 1 or (self.replay_proportion > 0 and self.replayed_per_batch < 1):
+            raise ConfigError(f"replay_proportion {self.replay_proportion} of batch_size {self.batch_size} leaves "
+                              f"{self.fresh_batch_size} fresh and {self.replayed_per_batch} replayed unrolls; "
+                              f"each must be at least 1")
+        positive("replay_capacity")
+        if self.replay_proportion > 0 and self.num_learners > 1:
+            raise ConfigError("replay needs num_learners 1 (one buffer, one learner)")
         if len(self.tasks) > self.total_envs:
             raise ConfigError(f"{len(self.tasks)} tasks need at least as many environments; got num_actors x "
                               f"envs_per_actor = {self.total_envs}")
         self._validate_ray()
-        if self.sync and self.batch_size != self.total_envs:
+        if self.sync and self.fresh_batch_size != self.total_envs:
             raise ConfigError(
                 f"sync mode needs batch_size == num_actors x envs_per_actor ({self.total_envs}) so every "
-                f"batch holds one unroll of each env at one policy version; got batch_size {self.batch_size}")
+                f"batch holds one unroll of each env at one policy version; got batch_size {self.batch_size}"
+                + (f" of which {self.fresh_batch_size} fresh" if self.replay_proportion else ""))
         return self
 
     def _validate_ray(self) -> None:

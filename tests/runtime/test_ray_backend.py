@@ -243,6 +243,30 @@ def test_every_unroll_carries_its_task_on_ray(joined_ray):
     assert seen == {0, 1} and episode_tasks == {0, 1}
 
 
+def test_replay_mixes_ray_unrolls_with_replayed_ones(joined_ray):
+    from impala_rl.runtime.replay import MixedReplay, ReplayBuffer
+
+    cfg = make_cfg(batch_size=4, replay_proportion=0.5, use_lstm=True, lstm_size=8)
+    env_spec = probe_env(cfg)
+    model = build_model(cfg, env_spec)
+    backend = ray_backend.RayBackend(cfg, env_spec, model)
+    source = MixedReplay(backend, ReplayBuffer(backend.spec, capacity=20), cfg.replayed_per_batch)
+    seen = []
+    try:
+        backend.start()
+        for version in range(1, 9):
+            batch, _ = source.next_batch()
+            assert batch["version"].shape == (4,) and batch["replayed"].tolist() == [False, False, True, True]
+            assert batch["core_h"].shape == (4, 8)
+            seen.append(batch)
+            backend.publish(model, version)
+    finally:
+        backend.close()
+    stored = {tuple(b["policy_params"][:, j].flatten().tolist()) for b in seen for j in range(2)}
+    replayed = [tuple(b["policy_params"][:, j].flatten().tolist()) for b in seen for j in range(2, 4)]
+    assert all(r in stored for r in replayed)  # every replayed unroll is one a Ray actor delivered
+
+
 def test_cli_local_ray_and_resume(tmp_path, no_new_ray_services):
     run_dir = tmp_path / "run"
     first = subprocess.run(train_cmd(run_dir, "--total-frames", "6000", "--seed", "3"),

@@ -98,6 +98,10 @@ class Learner:
                 applied |= ok
         result = average_metrics(results)
         result.update(policy_lag_mean=float(lag.mean()), policy_lag_max=float(lag.max()))
+        replayed = batch.get("replayed")  # bool [B] from a replay source (runtime/replay.py)
+        if replayed is not None:
+            result.update(replay_fraction=float(replayed.float().mean()),
+                          policy_lag_fresh=float(lag[~replayed].mean()), policy_lag_replay=float(lag[replayed].mean()))
         if applied:
             self.version += 1
         return result

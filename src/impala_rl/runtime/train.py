@@ -20,6 +20,7 @@ from impala_rl.runtime.backends import check_backend, make_backend
 from impala_rl.runtime.backends.base import ActorFailure
 from impala_rl.runtime.builders import build_learner, probe_env, resolve_device
 from impala_rl.runtime.loop import every, run_loop, stop_on_nonfinite
+from impala_rl.runtime.replay import MixedReplay, make_replay_buffer
 from impala_rl.runtime.sources import FreshUnrolls
 
 log = logging.getLogger("impala_rl")
@@ -48,6 +49,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.learner = build_learner(cfg, self.env_spec, device=self.device)
         self.spec = self.learner.spec
+        self.replay = make_replay_buffer(cfg, self.spec)
         self.counters = {"actor_restarts": 0, "elapsed_s": 0.0}
         if resume_state is not None:
             self.learner.load_state_dict(resume_state)
@@ -69,6 +71,8 @@ class Trainer:
         logger = RunLogger(self.run_dir, cfg.total_frames, start_frames=learner.frames,
                            interval=cfg.log_interval, quiet=cfg.quiet, start_steps=learner.version,
                            start_elapsed=self.counters["elapsed_s"], tasks=cfg.tasks)
+        if self.replay is not None:
+            log.info(self.replay.describe(cfg.replayed_per_batch, cfg.batch_size))
         backend = make_backend(cfg, self.env_spec, learner)
         backend.publish(learner.model, learner.version)  # a resumed run's actors act as its current version
         start = time.time()
@@ -86,7 +90,9 @@ class Trainer:
                  every(cfg.checkpoint_interval * 60, lambda: self.checkpoint(restarts, time.time() - start))]
         try:
             backend.start()
-            stop_reason = run_loop(FreshUnrolls(backend), learner, backend.publish, hooks, cfg.total_frames)
+            source = (MixedReplay(backend, self.replay, cfg.replayed_per_batch) if self.replay is not None
+                      else FreshUnrolls(backend))
+            stop_reason = run_loop(source, learner, backend.publish, hooks, cfg.total_frames)
         except KeyboardInterrupt:
             stop_reason = "interrupted"
             log.warning("interrupted: writing a final checkpoint")

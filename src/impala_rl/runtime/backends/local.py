@@ -348,7 +348,7 @@ class LocalBackend:
 
     # ------------------------------------------------------------------ learner side
     def get_batch(self) -> tuple[Batch, list[EpisodeStats]]:
-        B = self.cfg.batch_size
+        B = self.cfg.fresh_batch_size  # the rest of a learner batch, if any, is replayed
         t0 = time.perf_counter()
         with self.cond:
             while len(self.full) < B:

@@ -360,7 +360,7 @@ class RayBackend:
     def get_batch(self) -> tuple[Batch, list[EpisodeStats]]:
         if self.closed:
             raise RuntimeError("backend is closed")
-        B = self.cfg.batch_size
+        B = self.cfg.fresh_batch_size  # the rest of a learner batch, if any, is replayed
         t0 = time.perf_counter()
         if self.cfg.sync and not self.round:
             self.round = set(self.handles)  # a new batch: one unroll of every actor at the newest version

@@ -41,14 +41,14 @@ class SerialBackend:
         finished: list[EpisodeStats] = []
         t0 = time.perf_counter()
         with torch.inference_mode():
-            while len(self.full) < self.cfg.batch_size:
+            while len(self.full) < self.cfg.fresh_batch_size:
                 actor = self.actors[self.next_actor]
                 self.next_actor = (self.next_actor + 1) % len(self.actors)
                 slots = [self.free.popleft() for _ in range(actor.num_envs)]
                 finished += actor.unroll(self.buffers, slots, self.version)
                 self.full.extend(slots)
         self.actor_time += time.perf_counter() - t0
-        idx = [self.full.popleft() for _ in range(self.cfg.batch_size)]
+        idx = [self.full.popleft() for _ in range(self.cfg.fresh_batch_size)]
         batch = self.spec.gather(self.buffers, idx, pin_memory=self.pin_memory)
         self.free.extend(idx)
         return batch, finished
