@@ -153,7 +153,11 @@ class TrainConfig:
     inference_timeout_ms: float = _f(2.0, "Central inference: longest wait for inference_min_batch before running "
                                      "a partial batch.", "runtime")
     num_slots: int = _f(0, "Rollout slots in shared memory; 0 = auto (2 x actors x envs + batch).", "runtime")
-    sync: bool = _f(False, "Batched-A2C baseline: actors wait for fresh weights each unroll (policy lag 0).", "runtime")
+    sync: bool = _f(False, "Batched A2C, sync trajectories (paper Table 1): actors wait for fresh weights each "
+                    "unroll (policy lag 0); with --inference central: batched A2C with dynamic batching.", "runtime")
+    sync_step: bool = _f(False, "Batched A2C, sync step (paper Table 1): all environments of all actors step in "
+                         "lock-step, one batched forward pass on the learner's device chooses every action, then "
+                         "the learner updates (implies --sync; serial or local backend).", "runtime")
     device: str = _f("auto", "Learner device: auto (cuda if available), cpu, cuda.", "runtime")
     learner_threads: int = _f(0, "torch threads in the learner; 0 = auto: the cores the local actor processes "
                               "leave free (at least 1); all cores with the serial backend.", "runtime")
@@ -214,6 +218,16 @@ class TrainConfig:
         tasks = self.tasks
         name = self.env.replace("/", "_") if len(tasks) == 1 else "+".join(task_labels(tasks))
         return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+    @property
+    def sync_weights(self) -> bool:
+        """Actors wait for the weights of the last update before each unroll (--sync, --sync-step)."""
+        return self.sync or self.sync_step
+
+    @property
+    def central_inference(self) -> bool:
+        """One inference server on the learner's device (--inference central, --sync-step on the local backend)."""
+        return self.inference == "central" or (self.sync_step and self.backend == "local")
 
     @property
     def total_envs(self) -> int:
@@ -338,7 +352,10 @@ class TrainConfig:
             raise ConfigError(f"{len(self.tasks)} tasks need at least as many environments; got num_actors x "
                               f"envs_per_actor = {self.total_envs}")
         self._validate_ray()
-        if self.sync and self.fresh_batch_size != self.total_envs:
+        if self.sync_step and (self.backend not in ("serial", "local") or self.env_groups != 1):
+            raise ConfigError(f"sync_step needs --backend serial or local and --env-groups 1 (got backend "
+                              f"{self.backend}, env_groups {self.env_groups})")
+        if self.sync_weights and self.fresh_batch_size != self.total_envs:
             raise ConfigError(
                 f"sync mode needs batch_size == num_actors x envs_per_actor ({self.total_envs}) so every "
                 f"batch holds one unroll of each env at one policy version; got batch_size {self.batch_size}"
@@ -360,7 +377,7 @@ class TrainConfig:
                               f"each learner is fed by its own share of the actors")
         if self.popart and self.num_learners > 1:
             raise ConfigError("popart needs num_learners 1 (each learner would move its own statistics)")
-        if self.sync and self.num_learners > 1:
+        if self.sync_weights and self.num_learners > 1:
             raise ConfigError("sync mode needs num_learners 1 (one batch of every env at one policy version)")
 
     # ---------------------------------------------------------------- (de)serialisation

@@ -103,7 +103,7 @@ def _actor_main(actor_id: int, restart: int, cfg: TrainConfig, env_spec: EnvSpec
                 if msg is None:
                     return
                 granted.extend(msg)
-            if cfg.sync:
+            if cfg.sync_weights:
                 while weights.version <= version and not weights.stopping:
                     time.sleep(0.0005)
             t1 = time.perf_counter()
@@ -202,11 +202,13 @@ class LocalBackend:
         self.wait_time = 0.0
         self.closed = False
         self.server: InferenceServer | None = None
-        if cfg.inference == "central":
+        if cfg.central_inference:
             device = next(model.parameters()).device
             self.server = InferenceServer(
-                self.spec, model, device, min_batch=cfg.inference_min_batch or max(1, cfg.total_envs // 2),
-                max_batch=cfg.total_envs, timeout_s=cfg.inference_timeout_ms / 1000)
+                self.spec, model, device, max_batch=cfg.total_envs,
+                # sync step: every step's forward pass waits for all environments (lock-step)
+                min_batch=cfg.total_envs if cfg.sync_step else cfg.inference_min_batch or max(1, cfg.total_envs // 2),
+                timeout_s=1.0 if cfg.sync_step else cfg.inference_timeout_ms / 1000)
         self._collector = threading.Thread(target=self._collect, name="impala-collector", daemon=True)
 
     # ------------------------------------------------------------------ lifecycle

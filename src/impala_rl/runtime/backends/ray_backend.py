@@ -201,7 +201,7 @@ class RayBackend:
         self.spec = rollout_spec(cfg, env_spec)
         self.actor_ids = list(range(cfg.num_actors)) if actor_ids is None else list(actor_ids)
         self.ray, self.owns_ray = connect(cfg, cfg.num_actors * cfg.cpus_per_actor + extra_cpus)
-        self.max_in_flight = 1 if cfg.sync else cfg.unrolls_in_flight
+        self.max_in_flight = 1 if cfg.sync_weights else cfg.unrolls_in_flight
         self.handles: dict[int, _Handle] = {}
         self.in_flight: dict[object, tuple[int, int]] = {}  # ObjectRef -> (actor id, generation)
         self.round: set[int] = set()  # sync mode: actors yet to deliver this batch's unroll
@@ -252,7 +252,7 @@ class RayBackend:
         """Requests this actor should have outstanding now."""
         if now < h.retry_at:
             return 0
-        if self.cfg.sync:  # one unroll per actor per batch, sent after the publish
+        if self.cfg.sync_weights:  # one unroll per actor per batch, sent after the publish
             return 1 if actor_id in self.round else 0
         return self.max_in_flight
 
@@ -362,7 +362,7 @@ class RayBackend:
             raise RuntimeError("backend is closed")
         B = self.cfg.fresh_batch_size  # the rest of a learner batch, if any, is replayed
         t0 = time.perf_counter()
-        if self.cfg.sync and not self.round:
+        if self.cfg.sync_weights and not self.round:
             self.round = set(self.handles)  # a new batch: one unroll of every actor at the newest version
         while self.pending_unrolls < B:
             self._collect(timeout=1.0)

@@ -7,6 +7,7 @@ envs per actor (left-over unrolls then wait one update).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 
@@ -28,7 +29,11 @@ class SerialBackend:
         self.buffers = self.spec.allocate(cfg.slots)
         self.free = deque(range(cfg.slots))
         self.full: deque[int] = deque()
-        self.actors = [build_actor(cfg, env_spec, i) for i in range(cfg.num_actors)]
+        if cfg.sync_step:  # one actor holding every environment: one batched forward pass per step
+            one = dataclasses.replace(cfg, num_actors=1, envs_per_actor=cfg.total_envs)
+            self.actors = [build_actor(one, env_spec, 0)]
+        else:
+            self.actors = [build_actor(cfg, env_spec, i) for i in range(cfg.num_actors)]
         self.version = 0
         self.next_actor = 0
         self.actor_time = 0.0
