@@ -26,7 +26,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from impala_rl.envs.factory import AtariOptions
 from impala_rl.envs.spec import EnvSpec
+from impala_rl.envs.vector import StepResult, make_env_group
 
 SUITES: dict[str, tuple[str, ...]] = {
     "minatar5": ("MinAtar/Asterix-v1", "MinAtar/Breakout-v1", "MinAtar/Freeway-v1", "MinAtar/Seaquest-v1",
@@ -149,9 +151,7 @@ class TaskEnvGroup:
         for p in self.parts:
             p.group.send(actions[p.rows])
 
-    def recv(self):
-        from impala_rl.envs.vector import StepResult
-
+    def recv(self) -> StepResult:
         results = [p.group.recv() for p in self.parts]
         final_obs = {p.rows.start + i: self._pad(obs[None])[0]
                      for p, r in zip(self.parts, results) for i, obs in r.final_obs.items()}
@@ -163,3 +163,12 @@ class TaskEnvGroup:
     def close(self) -> None:
         for p in self.parts:
             p.group.close()
+
+
+def make_task_env_group(spec: EnvSpec, tasks: list[int], seed: int, atari: AtariOptions | None = None,
+                        native: str = "auto") -> TaskEnvGroup:
+    """Environments of several tasks (``tasks[i]``: the task of environment i) as one group,
+    padded to ``spec.obs_shape``: one group per task (the native ALE vector env for Atari)."""
+    parts = [(k, make_env_group(spec.tasks[k], tasks.count(k), seed + 7919 * k, atari=atari, native=native))
+             for k in sorted(set(tasks))]
+    return TaskEnvGroup(parts, spec.obs_shape, spec.obs_dtype)

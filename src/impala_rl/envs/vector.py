@@ -156,13 +156,3 @@ def make_env_group(env_id: str, num_envs: int, seed: int, atari: AtariOptions | 
         return AleVectorGroup(env_id, num_envs, atari)
     return GymEnvGroup([make_env(env_id, seed=seed + i, atari=atari, **kwargs) for i in range(num_envs)])
 
-
-def make_task_env_group(spec, tasks: list[int], seed: int, atari: AtariOptions | None = None,
-                        native: str = "auto"):
-    """Environments of several tasks (``tasks[i]``: the task of environment i) as one group,
-    padded to ``spec.obs_shape`` (:class:`~impala_rl.envs.tasks.TaskEnvGroup`)."""
-    from impala_rl.envs.tasks import TaskEnvGroup
-
-    parts = [(k, make_env_group(spec.tasks[k], tasks.count(k), seed + 7919 * k, atari=atari, native=native))
-             for k in sorted(set(tasks))]
-    return TaskEnvGroup(parts, spec.obs_shape, spec.obs_dtype)

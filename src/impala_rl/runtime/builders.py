@@ -11,8 +11,8 @@ import torch
 from impala_rl.agents import make_agent
 from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.envs import AtariOptions, EnvSpec, describe, make_env
-from impala_rl.envs.tasks import combine_specs, env_tasks, task_ids
-from impala_rl.envs.vector import make_env_group, make_task_env_group
+from impala_rl.envs.tasks import combine_specs, env_tasks, make_task_env_group, task_ids
+from impala_rl.envs.vector import make_env_group
 from impala_rl.runtime.actor import Actor, ActorGroup
 from impala_rl.runtime.learner import Learner
 from impala_rl.runtime.types import RolloutSpec
