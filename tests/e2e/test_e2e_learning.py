@@ -10,6 +10,9 @@ each run with its family's preset (no tuning flags) through the real CLI.
   0.82M frames on the local backend in its 2M-frame benchmark run).
 - MinAtar Breakout (the conv torso; random: 0.5) must reach 4 within 500k frames (the preset
   reaches about 5.4 by 0.4M and 17 by 2M; docs/learning.md).
+- CartPole-v1 with experience replay (``--replay-proportion 0.5``: half of every batch
+  replayed, policy lag in the hundreds of updates) must reach 400 within the preset's 500k
+  frames, serially.
 - Two tasks whose rewards are 1000x apart (CartPole, and CartPole with every reward
   multiplied by 1000, a wrapper in tests/runtime/impala_test_envs.py), one agent with
   ``--popart``: each task's 100-episode mean must reach 300 steps (random: about 22)
@@ -81,3 +84,10 @@ def test_two_tasks_with_rewards_a_thousand_times_apart_both_learn_with_popart(tm
     assert min(steps.values()) >= 300, steps
     sigma = float(last["popart_sigma_CartPoleX1000"]) / float(last["popart_sigma_CartPole"])
     assert 100 < sigma < 10_000, sigma  # each task's statistics follow its own reward scale
+
+
+def test_cartpole_learns_with_half_of_every_batch_replayed(tmp_path):
+    summary, rows = _train(tmp_path, "--backend", "serial", "--replay-proportion", "0.5")
+    assert summary["stop_reason"] == "done" and summary["frames"] >= 500_000
+    assert summary["mean_return"] >= THRESHOLD, summary
+    assert float(rows[-1]["replay_fraction"]) == 0.5 and float(rows[-1]["policy_lag_replay"]) > 50
