@@ -204,6 +204,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         check_env_id(cfg.env)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if len(cfg.tasks) > 1:
+        raise UsageError("impala bench measures one environment; give a single --env id")
     if note:
         print(note, file=sys.stderr)
     return main_bench(cfg, args.duration, args.warmup, args.json)

@@ -156,8 +156,9 @@ class TrainConfig:
     sync: bool = _f(False, "Batched A2C, sync trajectories (paper Table 1): actors wait for fresh weights each "
                     "unroll (policy lag 0); with --inference central: batched A2C with dynamic batching.", "runtime")
     sync_step: bool = _f(False, "Batched A2C, sync step (paper Table 1): all environments of all actors step in "
-                         "lock-step, one batched forward pass on the learner's device chooses every action, then "
-                         "the learner updates (implies --sync; serial or local backend).", "runtime")
+                         "lock-step, one batched forward pass chooses every action (local backend: on the "
+                         "learner's device), then the learner updates (implies --sync; serial or local backend).",
+                         "runtime")
     device: str = _f("auto", "Learner device: auto (cuda if available), cpu, cuda.", "runtime")
     learner_threads: int = _f(0, "torch threads in the learner; 0 = auto: the cores the local actor processes "
                               "leave free (at least 1); all cores with the serial backend.", "runtime")
@@ -257,7 +258,7 @@ class TrainConfig:
     @property
     def replayed_per_batch(self) -> int:
         """Unrolls of each batch drawn from the replay buffer."""
-        return round(self.batch_size * self.replay_proportion)
+        return int(self.batch_size * self.replay_proportion + 0.5)
 
     @property
     def fresh_batch_size(self) -> int:
@@ -346,6 +347,9 @@ class TrainConfig:
                               f"{self.fresh_batch_size} fresh and {self.replayed_per_batch} replayed unrolls; "
                               f"each must be at least 1")
         positive("replay_capacity")
+        if self.replay_proportion > 0 and self.replay_capacity < self.fresh_batch_size:
+            raise ConfigError(f"replay_capacity ({self.replay_capacity}) must hold at least one batch of fresh "
+                              f"unrolls ({self.fresh_batch_size})")
         if self.replay_proportion > 0 and self.num_learners > 1:
             raise ConfigError("replay needs num_learners 1 (one buffer, one learner)")
         if len(self.tasks) > self.total_envs:

@@ -86,6 +86,9 @@ if ECHO_IDS[0] not in gym.registry:
                  disable_env_checker=True)
     gym.register(ECHO_IDS[1], entry_point=TaskEchoEnv, kwargs={"value": 1.0, "size": 3, "n": 3},
                  disable_env_checker=True)
+if "ImpalaTest/ShortCartPole-v0" not in gym.registry:  # truncated at 12 steps unless it falls first
+    gym.register("ImpalaTest/ShortCartPole-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv",
+                 max_episode_steps=12, disable_env_checker=True)
 if "ImpalaTest/CartPoleX1000-v1" not in gym.registry:
     gym.register("ImpalaTest/CartPoleX1000-v1", entry_point=scaled_cartpole, disable_env_checker=True)
 if RAISING_ID not in gym.registry:

@@ -52,6 +52,17 @@ def test_local_sync_step_runs_every_environment_in_one_forward_pass():
     assert batches and all(size == 6 for size in batches), batches  # lock-step: all 2 x 3 envs every step
 
 
+def test_local_sync_step_stays_in_lock_step_when_episodes_are_truncated():
+    """Truncated episodes need V(x_final): computed by the actor's copy of the weights, not by an
+    extra request to the server that would put one actor a forward pass behind the others."""
+    import impala_test_envs  # noqa: F401  (registers the env in this process; actors import it by name)
+
+    env = "impala_test_envs:ImpalaTest/ShortCartPole-v0"  # truncations at different steps in each actor
+    _, lags, batches = train_steps(cfg(backend="local", env=env), 6)
+    assert lags == [0.0] * 6
+    assert batches and all(size == 6 for size in batches), batches
+
+
 def test_sync_step_is_refused_where_it_cannot_run():
     with pytest.raises(ConfigError, match="sync_step needs --backend serial or local"):
         cfg(backend="ray")

@@ -46,11 +46,15 @@ class Actor:
     """
 
     def __init__(self, spec: RolloutSpec, model: torch.nn.Module, agent, envs, seed: int,
-                 reward_clip: float = 1.0, episodic_life: bool = False, forward=None):
+                 reward_clip: float = 1.0, episodic_life: bool = False, forward=None,
+                 local_bootstrap: bool = False):
         self.spec = spec
         self.model = model
         self.agent = agent
         self.forward = forward or model  # a RemoteForward under central inference
+        # Values of truncated episodes' final observations: with the local copy in lock-step mode
+        # (--sync-step), where an extra remote request would fall out of step with the other actors.
+        self.bootstrap_forward = model if local_bootstrap else self.forward
         self.envs = envs
         self.seed = seed
         self.reward_clip = reward_clip
@@ -81,10 +85,10 @@ class Actor:
 
     # ------------------------------------------------------------------ policy
     @torch.inference_mode()
-    def _forward(self, row: Batch, state: tuple):
+    def _forward(self, row: Batch, state: tuple, forward=None):
         inputs = net_inputs(row["obs"][None], row["first"][None], row["last_action"][None],
                             row["reward"][None], self.reward_clip)
-        return self.forward(core_state=state, **inputs)
+        return (forward or self.forward)(core_state=state, **inputs)
 
     def _act(self, state: tuple) -> tuple:
         """Fill the current row's action and the agent's records; return the state after it."""
@@ -180,7 +184,7 @@ class Actor:
             view["obs"][i] = torch.from_numpy(np.asarray(obs))
         view["first"].zero_()  # x_final continues its episode: no state reset
         view["last_action"].copy_(self.row["action"])
-        out, _ = self._forward(view, self._state)
+        out, _ = self._forward(view, self._state, forward=self.bootstrap_forward)
         values = self.agent.value(out, task=self.task)
         for i in finals:
             self.row["bootstrap"][i] = values[i]

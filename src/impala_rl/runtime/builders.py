@@ -90,7 +90,8 @@ def build_actor(cfg: TrainConfig, env_spec: EnvSpec, actor_id: int, restart: int
         else:
             envs = make_env_group(cfg.env, size, seed + 101 * g, atari=atari_options(cfg), native=cfg.native_env)
         actors.append(Actor(spec, model, agent, envs, seed=seed + 101 * g,
-                            reward_clip=cfg.reward_clip, episodic_life=cfg.episodic_life, forward=forward))
+                            reward_clip=cfg.reward_clip, episodic_life=cfg.episodic_life, forward=forward,
+                            local_bootstrap=cfg.sync_step and forward is not None))
     return actors[0] if len(actors) == 1 else ActorGroup(actors)
 
 

@@ -125,7 +125,7 @@ class PeerLearner:
         self.backend = RayBackend(cfg, env_spec, self.learner.model, actor_ids=actor_share(cfg, rank),
                                   version=self.learner.version)
         self.lock = threading.Lock()
-        self.episodes: list[tuple[float, int]] = []
+        self.episodes: list[tuple[float, int, int]] = []
 
     def run(self) -> dict:
         cfg, learner = self.cfg, self.learner
@@ -133,7 +133,7 @@ class PeerLearner:
         learner.gradient_sync = average_gradients
         def keep_episodes(step) -> None:  # for learner 0's logs (drain)
             with self.lock:
-                self.episodes.extend((e.ret, e.length) for e in step.episodes)
+                self.episodes.extend((e.ret, e.length, e.task) for e in step.episodes)
 
         try:
             self.backend.start()
@@ -210,7 +210,7 @@ class MultiLearnerBackend:
             ready, _ = ray.wait([ref], timeout=0)
             if ready:
                 episodes, restarts = ray.get(ref)
-                self.peer_episodes.extend(EpisodeStats(r, n) for r, n in episodes)
+                self.peer_episodes.extend(EpisodeStats(*e) for e in episodes)
                 self.peer_restarts[i] = restarts
                 self.drains[i] = peer.drain.remote()
 

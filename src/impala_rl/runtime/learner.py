@@ -84,7 +84,10 @@ class Learner:
         """
         cfg = self.cfg
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        self.agent.before_updates(self.model, batch)
+        replayed = batch.get("replayed")  # bool [B] from a replay source (runtime/replay.py)
+        # Statistics kept in the network (observation normalisation) see each unroll once: the fresh ones.
+        self.agent.before_updates(self.model, batch if replayed is None else
+                                  self.spec.select(batch, torch.nonzero(~replayed).flatten()))
         lag = (self.version - batch["version"]).float()
         self.frames += cfg.frames_per_update
         size = batch["version"].shape[0]
@@ -98,7 +101,6 @@ class Learner:
                 applied |= ok
         result = average_metrics(results)
         result.update(policy_lag_mean=float(lag.mean()), policy_lag_max=float(lag.max()))
-        replayed = batch.get("replayed")  # bool [B] from a replay source (runtime/replay.py)
         if replayed is not None:
             result.update(replay_fraction=float(replayed.float().mean()),
                           policy_lag_fresh=float(lag[~replayed].mean()), policy_lag_replay=float(lag[replayed].mean()))

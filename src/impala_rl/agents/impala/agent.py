@@ -96,6 +96,8 @@ class ImpalaAgent:
         """Logits ``[..., B, A]`` with the actions each unroll's task lacks set to MASKED_LOGIT."""
         if self.mask is None:
             return params
+        if task is None:
+            raise ValueError("a multi-task agent needs each environment's task to mask its actions")
         return params.masked_fill(~self.mask.to(params.device)[task], MASKED_LOGIT)
 
     def act(self, out, generator: torch.Generator, greedy: bool = False, task: torch.Tensor | None = None) -> Action:
@@ -161,7 +163,9 @@ class ImpalaAgent:
 
 def task_values(values: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
     """values ``[T, B, K]`` (one per task) -> ``[T, B]``: each unroll's own task's value."""
-    if values.shape[-1] == 1 or task is None:
+    if values.shape[-1] == 1:
         return values[..., 0]
+    if task is None:
+        raise ValueError("a multi-task network has one value per task: give each environment's task")
     index = task.to(values.device).view(1, -1, 1).expand(values.shape[0], -1, 1)
     return values.gather(-1, index)[..., 0]

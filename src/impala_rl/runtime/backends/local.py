@@ -107,9 +107,9 @@ def _actor_main(actor_id: int, restart: int, cfg: TrainConfig, env_spec: EnvSpec
                 while weights.version <= version and not weights.stopping:
                     time.sleep(0.0005)
             t1 = time.perf_counter()
-            if forward is not None:
+            if forward is not None and not cfg.sync_step:
                 version = weights.version  # the server's weights act; the actor's copy is unused
-            elif weights.version != version:
+            elif weights.version != version:  # (sync step: the copy computes truncation bootstrap values)
                 version = weights.load_into(actor.model)
             waits["wait_slots_s"] += t1 - t0
             waits["weights_s"] += time.perf_counter() - t1
