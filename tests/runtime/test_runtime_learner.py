@@ -237,3 +237,25 @@ def test_minibatches_must_divide_the_batch():
 
     with pytest.raises(ConfigError, match="learner_minibatches .3. must divide batch_size .4."):
         make_cfg(batch_size=4, learner_minibatches=3)
+
+
+def test_hyperparameters_change_between_updates_without_a_restart(setup):
+    """What PBT's explore/exploit change: the learning rate, loss weights, epsilon and clip."""
+    cfg, learner, backend = setup
+    batch, _ = backend.get_batch()
+    before = learner.agent.loss(learner.forward, batch)[1]
+    learner.set_hyperparameters(learning_rate=2e-3, entropy_cost=0.5, rmsprop_epsilon=0.03, grad_norm_clip=1e-6)
+    after = learner.agent.loss(learner.forward, batch)[1]
+    # Same weights, same batch: only the entropy term's weight changed, from 0.01 to 0.5.
+    expected = before["total_loss"] + (0.5 / cfg.entropy_cost - 1) * before["entropy_loss"]  # metric: scaled
+    assert float(after["total_loss"]) == pytest.approx(float(expected), rel=1e-5)
+    w0 = weights(learner.model)
+    metrics = learner.step(batch)
+    assert metrics["learning_rate"] == pytest.approx(2e-3 * (1 - learner.frames / cfg.total_frames))  # annealed
+    assert learner.optimizer.param_groups[0]["eps"] == 0.03
+    # A clip of 1e-6 bounds the whole update: RMSProp's first step moves each weight by at most lr*g/sqrt(...)
+    moved = max(float((v - w0[k]).abs().max()) for k, v in weights(learner.model).items() if v.is_floating_point())
+    assert moved < 1e-3
+    assert learner.hyperparameters()["entropy_cost"] == 0.5
+    with pytest.raises(ValueError, match="cannot change batch_size while training"):
+        learner.set_hyperparameters(batch_size=64)

@@ -12,6 +12,7 @@ learning rate, and counts versions and frames. The agent's hooks run once per ba
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -29,6 +30,11 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     cls = RMSpropTF if cfg.optimizer == "rmsprop_tf" else torch.optim.RMSprop
     return cls(params, lr=cfg.learning_rate, alpha=cfg.rmsprop_decay, momentum=cfg.rmsprop_momentum,
                eps=cfg.rmsprop_epsilon)
+
+
+MUTABLE_HYPERPARAMETERS = ("learning_rate", "entropy_cost", "baseline_cost", "rmsprop_epsilon", "adam_epsilon",
+                           "grad_norm_clip")
+"""What :meth:`Learner.set_hyperparameters` may change while training (population based training)."""
 
 
 def average_metrics(results: list[dict[str, float]]) -> dict[str, float]:
@@ -72,6 +78,24 @@ class Learner:
         if not self.cfg.lr_anneal:
             return self.cfg.learning_rate
         return self.cfg.learning_rate * max(0.0, 1.0 - self.frames / self.cfg.total_frames)
+
+    def set_hyperparameters(self, **values: float) -> None:
+        """Change hyperparameters between two updates, without a restart (PBT's explore and
+        exploit): the learning rate (the schedule continues from the new base value), the
+        agent's loss weights, the optimiser's epsilon and the gradient-norm clip."""
+        unknown = sorted(set(values) - set(MUTABLE_HYPERPARAMETERS))
+        if unknown:
+            raise ValueError(f"cannot change {', '.join(unknown)} while training; changeable: "
+                             f"{', '.join(MUTABLE_HYPERPARAMETERS)}")
+        self.cfg = dataclasses.replace(self.cfg, **values).validate()
+        if hasattr(self.agent, "cfg"):  # the agent's loss reads its weights from its config
+            self.agent.cfg = self.cfg
+        eps = self.cfg.adam_epsilon if self.cfg.optimizer == "adam" else self.cfg.rmsprop_epsilon
+        for group in self.optimizer.param_groups:
+            group["eps"] = eps
+
+    def hyperparameters(self) -> dict[str, float]:
+        return {name: getattr(self.cfg, name) for name in MUTABLE_HYPERPARAMETERS}
 
     def step(self, batch: Batch) -> dict[str, float]:
         """Train on a batch of B unrolls ([T+1, B, ...] row fields); returns metrics.
