@@ -1,0 +1,56 @@
+"""Exploit copies weights, optimiser state and hyperparameters exactly; explore changes them in place."""
+
+import random
+
+import torch
+
+from impala_rl.config import TrainConfig
+from impala_rl.pbt.member import exploit, perturb, same_parameters
+from impala_rl.pbt.rules import Rules
+from impala_rl.runtime.backends.serial import SerialBackend
+from impala_rl.runtime.builders import build_learner, probe_env
+
+
+def member(seed: int, **kw):
+    cfg = TrainConfig(env="CartPole-v1", torso="mlp", backend="serial", num_actors=1, envs_per_actor=2,
+                      batch_size=2, unroll_length=5, total_frames=10_000, seed=seed, reward_clip=0.0, **kw).validate()
+    spec = probe_env(cfg)
+    learner = build_learner(cfg, spec)
+    backend = SerialBackend(cfg, spec, learner.model)
+    for _ in range(3):
+        learner.step(backend.get_batch()[0])
+        backend.publish(learner.model, learner.version)
+    return cfg, learner, backend
+
+
+def test_exploit_copies_weights_optimizer_state_and_hyperparameters_exactly():
+    cfg_a, a, backend_a = member(0, learning_rate=1e-3, entropy_cost=0.01)
+    cfg_b, b, backend_b = member(1, learning_rate=5e-4, entropy_cost=0.03, grad_norm_clip=10.0)
+    source = {**b.state_dict(), "config": cfg_b.to_dict()}
+    frames, version = a.frames, a.version
+    hparams = exploit(a, source)
+    assert same_parameters(a.model, b.model)
+    for (ka, va), (kb, vb) in zip(a.optimizer.state_dict()["state"].items(), b.optimizer.state_dict()["state"].items()):
+        assert all(torch.equal(va[k], vb[k]) for k in va)
+    assert hparams == b.hyperparameters() == a.hyperparameters()
+    assert a.agent.cfg.entropy_cost == 0.03 and a.cfg.grad_norm_clip == 10.0
+    assert (a.frames, a.version) == (frames, version)  # its own experience and updates
+    # Both now make the very same update on the same batch.
+    batch, _ = backend_b.get_batch()
+    a.step(batch)
+    b.step(batch)
+    assert same_parameters(a.model, b.model)
+    backend_a.close()
+    backend_b.close()
+
+
+def test_perturb_applies_explored_values_to_the_running_learner():
+    _, learner, backend = member(0)
+    before = learner.hyperparameters()
+    new = perturb(learner, Rules(probability=1.0), random.Random(3))
+    assert learner.hyperparameters() == new
+    for name in Rules().bounds:
+        ratio = new[name] / before[name]
+        assert abs(ratio - 1.2) < 1e-9 or abs(ratio - 1 / 1.2) < 1e-9
+    assert learner.optimizer.param_groups[0]["eps"] == new["rmsprop_epsilon"]
+    backend.close()
