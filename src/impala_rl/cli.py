@@ -225,6 +225,122 @@ def _bench_learning(args: argparse.Namespace) -> int:
     return main_learning(args.learning, args.learning_out, explicit.get("seed", 0), [], as_json=args.json)
 
 
+# ----------------------------------------------------------------------------- pbt
+def _name_values(items: list[str], flag: str, parse) -> dict:
+    """``NAME=VALUE`` pairs of a repeatable flag, names checked against the mutable hyperparameters."""
+    from impala_rl.runtime.learner import MUTABLE_HYPERPARAMETERS
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.replace("-", "_")
+        if not sep or name not in MUTABLE_HYPERPARAMETERS:
+            raise UsageError(f"{flag} {item}: expected NAME=VALUE with NAME one of {', '.join(MUTABLE_HYPERPARAMETERS)}")
+        try:
+            out[name] = parse(value)
+        except ValueError:
+            raise UsageError(f"{flag} {item}: cannot read the value {value!r}") from None
+    return out
+
+
+def _pbt_rules(args: argparse.Namespace, optimizer: str):
+    from impala_rl.pbt.rules import Rules
+    from impala_rl.runtime.learner import MUTABLE_HYPERPARAMETERS
+
+    defaults = Rules()
+    mutate = args.mutate or ["entropy_cost", "learning_rate", "optimizer_epsilon", "grad_norm_clip"]
+    names = []
+    for name in mutate:
+        name = name.replace("-", "_")
+        if name == "optimizer_epsilon":  # the seed's RMSProp epsilon: the epsilon of the optimiser in use
+            name = "adam_epsilon" if optimizer == "adam" else "rmsprop_epsilon"
+        if name not in MUTABLE_HYPERPARAMETERS:
+            raise UsageError(f"--mutate {name}: not a hyperparameter PBT can change; choose from "
+                             f"{', '.join(MUTABLE_HYPERPARAMETERS)}, optimizer_epsilon")
+        names.append(name)
+
+    def bounds_of(text: str) -> tuple[float, float]:
+        low, _, high = text.partition(":")
+        return float(low), float(high)
+
+    given = _name_values(args.bound or [], "--bound", bounds_of)
+    fallback = {"baseline_cost": (1e-3, 10.0), "adam_epsilon": (1e-10, 1e-2)}
+    bounds = {n: given.get(n, defaults.bounds.get(n, fallback.get(n))) for n in names}
+    try:
+        return Rules(ready_episodes=args.ready_episodes, margin=args.margin, factors=tuple(args.perturb_factors),
+                     probability=args.perturb_probability, bounds=bounds)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def cmd_pbt(args: argparse.Namespace) -> int:
+    from impala_rl.envs import check_env_id
+    from impala_rl.logging import setup_logging
+    from impala_rl.pbt.run import PopulationConfig, load_population, new_population, run_population
+
+    if args.resume:
+        if _explicit_fields(args) or args.pop_dir:
+            raise UsageError("--resume continues a population as it was set up; give no other options")
+        try:
+            pop, cfgs, pcfg = load_population(args.resume)
+        except (FileNotFoundError, ValueError) as e:
+            raise UsageError(str(e)) from None
+    else:
+        explicit = _explicit_fields(args)
+        ray_address = explicit.pop("ray_address", "")  # for the population, not for each member's actors
+        explicit.setdefault("backend", "serial")  # the population is the parallelism: one process per member
+        if explicit["backend"] == "ray":
+            raise UsageError("a member's own backend is serial or local; --ray-address runs the population on Ray")
+        base, note = _config_with_preset(explicit, preset=args.preset)
+        if args.population < 2:
+            raise UsageError(f"--population must be at least 2, got {args.population}")
+        if args.concurrent < 0 or args.slice_seconds <= 0 or args.max_restarts < 0:
+            raise UsageError("--concurrent and --max-restarts must be >= 0 and --slice-seconds > 0")
+        rules = _pbt_rules(args, base.optimizer)
+        initial = _name_values(args.initial or [], "--initial",
+                               lambda v: [float(x) for x in v.split(",") if x] or float("x"))
+        try:
+            base.validate()
+            check_env_id(base.env)
+            for name, values in initial.items():
+                for v in values:
+                    dataclasses.replace(base, **{name: v}).validate()
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        pop_dir = Path(args.pop_dir or "runs/pbt-" + Path(base.default_run_dir()).name)
+        if pop_dir.exists() and (not pop_dir.is_dir() or any(pop_dir.iterdir())):
+            raise UsageError(f"--pop-dir {pop_dir} already exists and is not empty; use --resume {pop_dir} "
+                             f"or another --pop-dir")
+        if note:
+            print(note, file=sys.stderr)
+        pcfg = PopulationConfig(pop_dir=str(pop_dir), population=args.population, concurrent=args.concurrent,
+                                slice_s=args.slice_seconds, max_restarts=args.max_restarts,
+                                ray_address=ray_address, member_cpus=args.member_cpus)
+        try:
+            pop_dir.mkdir(parents=True, exist_ok=True)
+            pop, cfgs = new_population(base, pcfg, rules, initial)
+        except OSError as e:
+            raise UsageError(f"cannot write --pop-dir {pop_dir}: {e.strerror or e}") from None
+    setup_logging(None)
+    first = next(iter(cfgs.values()))
+    print(f"[impala] population of {len(cfgs)} on {first.env}, {first.total_frames} frames each, ready every "
+          f"{pop.rules.ready_episodes} episodes, mutating {', '.join(pop.rules.bounds)} "
+          f"({'Ray' if pcfg.ray_address else 'local processes'}); population dir {pcfg.pop_dir}", file=sys.stderr)
+    try:
+        summary = run_population(pop, cfgs, pcfg, resume=bool(args.resume))
+    except KeyboardInterrupt:
+        return 128 + _STOP_SIGNAL.get("signum", signal.SIGINT)
+    width = max(len(n) for n in summary["members"])
+    for name, m in summary["members"].items():
+        final = m["final_100_episode_mean"]
+        print(f"{name:<{width}}  final 100-episode mean {final if final is None else round(final, 2)!s:>8}  "
+              f"{m.get('stop_reason', '?'):<11} parent {m['parent'] or '-':<{width}}  "
+              + " ".join(f"{k}={v:.3g}" for k, v in m["hparams"].items() if k in pop.rules.bounds))
+    print(f"best {summary['best']}, median {summary['median']}; {summary['events']} events in "
+          f"{Path(pcfg.pop_dir) / 'events.jsonl'}; `impala plot {pcfg.pop_dir}` draws the population")
+    return 0 if all(m.get("stop_reason") == "done" for m in summary["members"].values()) else 1
+
+
 # ----------------------------------------------------------------------------- eval / plot
 def cmd_eval(args: argparse.Namespace) -> int:
     from impala_rl.runtime.evaluate import evaluate
@@ -312,6 +428,42 @@ def build_parser() -> argparse.ArgumentParser:
                        help="--learning: where the run directories and curve PNGs go (default: runs/learning)")
     _add_config_flags(bench)
     bench.set_defaults(func=cmd_bench)
+
+    pbt = sub.add_parser("pbt", help="population based training (seed 003's rules)",
+                         description="Train a population of runs (each a normal run in <pop-dir>/members/<name>) "
+                         "under the IMPALA paper's PBT rules: when ready, a member copies a sufficiently better "
+                         "one (weights, optimiser state, hyperparameters), then each hyperparameter may be "
+                         "multiplied by a factor. Takes every train option for the members (their backend "
+                         "defaults to serial); --ray-address runs the members as Ray actors ('local' starts a "
+                         "private Ray on 127.0.0.1, 'auto' or HOST:PORT joins a cluster); docs/pbt.md.")
+    pbt.add_argument("--population", type=int, default=4, help="members (default: 4)")
+    pbt.add_argument("--ready-episodes", type=int, default=5000,
+                     help="episodes between two ready points of a member (default: 5000, the paper's)")
+    pbt.add_argument("--margin", type=float, default=0.05,
+                     help="how much better (relative) another member's fitness must be to be copied (default: 0.05)")
+    pbt.add_argument("--perturb-factors", type=float, nargs="+", default=[1.2, 1 / 1.2], metavar="F",
+                     help="explore multiplies by one of these (default: 1.2 0.8333)")
+    pbt.add_argument("--perturb-probability", type=float, default=1 / 3,
+                     help="chance that each hyperparameter is perturbed when ready (default: 0.333)")
+    pbt.add_argument("--mutate", nargs="+", metavar="NAME", default=None,
+                     help="hyperparameters PBT changes (default: entropy_cost learning_rate optimizer_epsilon "
+                     "grad_norm_clip, the paper's four; optimizer_epsilon = the epsilon of the optimiser in use)")
+    pbt.add_argument("--bound", action="append", metavar="NAME=LOW:HIGH",
+                     help="bounds of a mutated hyperparameter (repeatable)")
+    pbt.add_argument("--initial", action="append", metavar="NAME=V1,V2,...",
+                     help="starting values, given to the members in turn (repeatable), e.g. learning_rate=1e-5,1e-3")
+    pbt.add_argument("--pop-dir", default=None, help="the population's directory (default: runs/pbt-<env>-<time>)")
+    pbt.add_argument("--resume", metavar="POP_DIR", default=None,
+                     help="continue an interrupted population: every member from its checkpoint")
+    pbt.add_argument("--concurrent", type=int, default=0,
+                     help="members training at a time on this machine; the others wait their turn (default: 0 = all)")
+    pbt.add_argument("--slice-seconds", type=float, default=60.0,
+                     help="with --concurrent: seconds between turns (default: 60)")
+    pbt.add_argument("--max-restarts", type=int, default=3,
+                     help="restarts of a member that dies, from its last checkpoint (default: 3)")
+    pbt.add_argument("--member-cpus", type=float, default=1.0, help="Ray CPUs per member (default: 1)")
+    _add_config_flags(pbt)
+    pbt.set_defaults(func=cmd_pbt)
 
     ev = sub.add_parser("eval", help="evaluate a trained run")
     ev.add_argument("run_dir", metavar="RUN_DIR")

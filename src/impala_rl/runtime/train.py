@@ -58,12 +58,15 @@ class Trainer:
 
     def checkpoint(self, extra_restarts: int, elapsed: float) -> None:
         state = self.learner.state_dict()
-        state["config"] = self.cfg.to_dict()
+        # The hyperparameters in force (population based training changes them while training).
+        state["config"] = {**self.cfg.to_dict(), **self.learner.hyperparameters()}
         state["counters"] = {"actor_restarts": self.counters["actor_restarts"] + extra_restarts,
                              "elapsed_s": self.counters["elapsed_s"] + elapsed}
         save_checkpoint(self.run_dir / CHECKPOINT_NAME, state)
 
-    def run(self) -> TrainResult:
+    def run(self, extra_hooks=()) -> TrainResult:
+        """Train to ``cfg.total_frames``. ``extra_hooks`` are called after the built-in ones
+        (:mod:`impala_rl.runtime.loop`); :meth:`save_now` writes a checkpoint from inside one."""
         cfg, learner = self.cfg, self.learner
         torch.set_num_threads(cfg.resolved_learner_threads)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -87,7 +90,9 @@ class Trainer:
             logger.record(step.frames, step.metrics, step.episodes, info)
 
         hooks = [stop_on_nonfinite(learner, cfg.max_nonfinite), log_step,
-                 every(cfg.checkpoint_interval * 60, lambda: self.checkpoint(restarts, time.time() - start))]
+                 every(cfg.checkpoint_interval * 60, lambda: self.checkpoint(restarts, time.time() - start)),
+                 *extra_hooks]
+        self.save_now = lambda: self.checkpoint(restarts, time.time() - start)
         try:
             backend.start()
             source = (MixedReplay(backend, self.replay, cfg.replayed_per_batch) if self.replay is not None
