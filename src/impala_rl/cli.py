@@ -180,8 +180,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = trainer.run()
     except OSError as e:  # a full disk, a vanished directory: one line, details in train.log
-        print(f"impala: error: the run stopped: {e.strerror or e} ({getattr(e, 'filename', '') or cfg.run_dir}); "
-              f"the last checkpoint in {cfg.run_dir} is intact, --resume it once fixed", file=sys.stderr)
+        where = getattr(e, "filename", "") or cfg.run_dir
+        if (run_dir / "checkpoint.pt").exists():
+            advice = f"the last checkpoint in {cfg.run_dir} is intact, --resume it once fixed"
+        else:
+            advice = f"no checkpoint was written; remove {cfg.run_dir} and start again once fixed"
+        print(f"impala: error: the run stopped: {e.strerror or e} ({where}); {advice}", file=sys.stderr)
         return 1
     if result.stop_reason == "interrupted":  # the shell's convention: 128 + the signal's number
         return 128 + _STOP_SIGNAL.get("signum", signal.SIGINT)
@@ -473,7 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=12345, help="environment seed (default: 12345)")
     ev.add_argument("--max-steps", type=int, default=0, help="cap on agent steps per episode; 0 = none")
     ev.add_argument("--trust-env-module", action="store_true",
-                    help="allow a run whose env id is 'module:Env' to import that module (it runs its code)")
+                    help="allow a run whose env id is 'module:Env' (or agent 'module:Class') to import that "
+                    "module (it runs its code)")
     ev.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser("presets", help="list each environment family's preset values")
@@ -497,7 +502,29 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _thread_exception(args) -> None:
+    """An OS error in a background thread (TensorBoard's writer on a full disk) goes to
+    train.log only: the main thread reports the failure in its one line."""
+    import logging
+    import threading
+    import traceback
+
+    if not issubclass(args.exc_type, OSError):
+        return threading.__excepthook__(args)
+    text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+    for handler in logging.getLogger("impala_rl").handlers:
+        if isinstance(handler, logging.FileHandler):
+            try:
+                handler.stream.write(f"background thread {args.thread.name if args.thread else '?'}: {text}")
+                handler.flush()
+            except (OSError, ValueError):
+                pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    import threading
+
+    threading.excepthook = _thread_exception
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

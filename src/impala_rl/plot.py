@@ -68,6 +68,8 @@ def plot_runs(run_dirs: list[str], output: str | Path, window: int = 50, title: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if len(run_dirs) == 1 and (Path(run_dirs[0]) / "population.json").exists():
+        return plot_population(run_dirs[0], output, window, title, plt)
     tasks = list(dict.fromkeys(t for d in run_dirs for t in read_tasks(d))) if metric == "return" else []
     if tasks:
         return _plot_tasks(run_dirs, tasks, output, window, title, plt)
@@ -93,6 +95,69 @@ def _plot_tasks(run_dirs, tasks, output, window, title, plt) -> Path:
         ax.axis("off")
     fig.suptitle(title or "impala-rl learning curves, per task")
     return _save(fig, output, plt)
+
+
+def plot_population(pop_dir: str | Path, output, window: int, title: str | None, plt) -> Path:
+    """A PBT population (``impala pbt``): every member's curve with its exploits marked
+    (a line from the copied member's curve to the copier's at that frame: the lineage), and
+    one panel per mutated hyperparameter with each member's value over frames."""
+    from impala_rl.pbt.population import Population, read_events
+
+    pop = Population.load(pop_dir)
+    events = read_events(pop_dir)
+    names = list(pop.members)
+    hparams = list(pop.rules.bounds)
+    fig, axes = plt.subplots(1 + len(hparams), 1, figsize=(9, 4.5 + 2.2 * len(hparams)), squeeze=False,
+                             sharex=True)
+    ax = axes[0, 0]
+    members = Path(pop_dir) / "members"
+    curves, colors = {}, {}
+    for name in names:
+        try:
+            frames, returns = read_episodes(members / name)
+        except FileNotFoundError:
+            continue
+        if len(returns):
+            smooth = moving_average(returns, window)
+            line, = ax.plot(frames, smooth, label=f"{name} ({len(returns)} episodes)")
+            curves[name], colors[name] = (frames, smooth), line.get_color()
+    for e in events:
+        if e["event"] == "exploit" and e["member"] in curves and e["source"] in curves:
+            x = e["frames"]
+            y_to = float(np.interp(x, *curves[e["member"]]))
+            y_from = float(np.interp(x, *curves[e["source"]]))
+            ax.annotate("", xy=(x, y_to), xytext=(x, y_from),
+                        arrowprops=dict(arrowstyle="->", color=colors[e["source"]], alpha=0.6, lw=1))
+    ax.set_ylabel(f"episode return (moving average of {window})")
+    ax.set_title(title or f"population {Path(pop_dir).name}: returns, exploits (arrows from the copied member)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    first = {n: s["hparams"] for n, s in json_members(pop_dir).items()}
+    for row, hp in enumerate(hparams, start=1):
+        hax = axes[row, 0]
+        for name in names:
+            xs, ys = [0.0], [first.get(name, {}).get(hp, pop.members[name].hparams.get(hp))]
+            for e in events:
+                if e["member"] == name and e["event"] == "exploit":
+                    xs.append(e["frames"]), ys.append(e["new"][hp])
+                if e["member"] == name and e["event"] == "explore" and hp in e["changed"]:
+                    xs.append(e["frames"]), ys.append(e["changed"][hp][1])
+            xs.append(max([x for x in xs] + [curves.get(name, ([0], []))[0][-1]]))
+            ys.append(ys[-1])
+            hax.step(xs, ys, where="post", color=colors.get(name), label=name)
+        hax.set_yscale("log")
+        hax.set_ylabel(hp)
+        hax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("environment frames (of each member)")
+    return _save(fig, output, plt)
+
+
+def json_members(pop_dir: str | Path) -> dict:
+    """Each member's starting config (``population.json``'s settings), by name."""
+    import json
+
+    settings = json.loads((Path(pop_dir) / "population.json").read_text())["settings"]
+    return {name: {"hparams": cfg} for name, cfg in settings.get("members", {}).items()}
 
 
 def _draw(ax, data, window: int, metric: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import resource
 import signal
@@ -104,11 +105,51 @@ def test_a_failing_disk_ends_in_one_line_with_the_reason_in_summary(tmp_path):
                   preexec_fn=_limit_file_size)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("impala: error: the run stopped: File too large") and "--resume" in line, line
+    # 20 kB is less than a CartPole checkpoint: none could be written, and the line says so.
+    assert line.startswith("impala: error: the run stopped: File too large"), line
+    assert not (tmp_path / "run" / "checkpoint.pt").exists() and "no checkpoint was written; remove" in line, line
     summary = (tmp_path / "run" / "summary.json").read_text()
     assert '"stop_reason": "crashed"' in summary
     assert "crashed" in (tmp_path / "run" / "train.log").read_text()
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 4 MB tmpfs (a disk that really fills up: ENOSPC); needs root, skipped otherwise."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root; the RLIMIT_FSIZE test stands in for a full disk")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_keeps_the_checkpoint_and_resume_continues_once_space_is_freed(small_tmpfs):
+    run_dir = small_tmpfs / "run"
+    proc = impala("train", *TINY, "--total-frames", "400", "--run-dir", str(run_dir), cwd=small_tmpfs)
+    assert proc.returncode == 0, proc.stderr
+    before = (run_dir / "checkpoint.pt").read_bytes()
+    filler = small_tmpfs / "filler"
+    with open(filler, "wb", buffering=0) as f:  # fill the disk to the last byte
+        for chunk in (65536, 1):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError:
+                pass
+    proc = impala("train", "--resume", str(run_dir), "--total-frames", "2000", cwd=small_tmpfs)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("impala: error: the run stopped: No space left on device"), line
+    assert "is intact, --resume it once fixed" in line, line
+    assert (run_dir / "checkpoint.pt").read_bytes() == before
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+    filler.unlink()
+    proc = impala("train", "--resume", str(run_dir), "--total-frames", "2000", cwd=small_tmpfs)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["stop_reason"] == "done"
 
 
 def test_resume_continues_every_file_from_the_checkpoint(tmp_path):

@@ -68,6 +68,8 @@ class Population:
         self.members = {name: MemberState(dict(h)) for name, h in hparams.items()}
         self.rng = random.Random(seed)
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         self.settings = dict(settings or {})
         self.events = 0
 

@@ -55,6 +55,9 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, video
     if ":" in cfg.env and not trust_env_module:
         raise ValueError(f"the run's environment '{cfg.env}' would import the module "
                          f"'{cfg.env.split(':')[0]}' (running its code); pass --trust-env-module if you trust it")
+    if ":" in cfg.agent and not trust_env_module:
+        raise ValueError(f"the run's agent '{cfg.agent}' would import the module '{cfg.agent.split(':')[0]}' "
+                         f"(running its code); pass --trust-env-module if you trust it")
     env_spec = probe_env(cfg)
     agent = make_agent(cfg, env_spec)
     model = agent.build_model()
@@ -116,7 +119,16 @@ def _play(cfg, env_spec, agent, model, env_id: str, task: int, episodes: int, gr
     return returns, lengths
 
 
+ATARI_EMULATOR_FPS = 60.0
+"""The Atari 2600's frame rate (NTSC). ale-py reports a fixed ``render_fps`` of 30 for
+every game whatever the frame skip, so it cannot give real speed."""
+
+
 def _render_fps(cfg) -> float:
+    """Emulator frames per second of the run's first task (divided by the action repeat, this
+    is agent steps per second at real speed)."""
+    if cfg.is_atari:
+        return ATARI_EMULATOR_FPS
     env = make_env(cfg.tasks[0], atari=atari_options(cfg))
     try:
         return env.metadata.get("render_fps", 30)
@@ -129,10 +141,13 @@ def check_video_path(path: str | Path) -> None:
     path = Path(path)
     if path.suffix.lower() != ".mp4":
         raise ValueError(f"--video {path}: the video is written as H.264 in MP4; give a name ending in .mp4")
+    existed = path.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "ab"):
             pass
+        if not existed:  # only a probe: a run that cannot be played leaves no empty file behind
+            path.unlink()
     except OSError as e:
         raise ValueError(f"--video {path}: cannot write there ({e.strerror or e})") from None
 
