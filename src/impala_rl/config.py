@@ -79,6 +79,9 @@ class TrainConfig:
     # --- model --------------------------------------------------------------------
     agent: str = _f("impala", "The agent: impala, or module:Class for an agent defined elsewhere "
                     "(see impala_rl.agents).", "agent")
+    agent_options: str = _f("", "The agent's own options, key=value,... (an agent declares them as its Options "
+                            "dataclass; see impala_rl.agents.agent_options). IMPALA's are the flags of this section.",
+                            "agent")
     torso: str = _f("auto", "Network torso: auto (minatar for MinAtar ids, shallow for other images, mlp for "
                     "vectors), mlp, shallow, deep, minatar.", "model")
     use_lstm: bool = _f(False, "Add the paper's LSTM core (input: features, one-hot last action, clipped reward).", "model")
@@ -177,6 +180,10 @@ class TrainConfig:
     log_interval: float = _f(5.0, "Seconds between progress lines and CSV/TensorBoard rows.", "logging")
     checkpoint_interval: float = _f(10.0, "Minutes between checkpoints (one is always written at the end).", "logging")
     quiet: bool = _f(False, "No progress lines on stderr.", "logging")
+    eval_interval: int = _f(0, "Every this many frames, play --eval-episodes greedy episodes of each task with the "
+                            "learner's current weights (in the learner's process; training waits) and log "
+                            "eval_return; 0 = off.", "logging")
+    eval_episodes: int = _f(5, "Episodes per task of each --eval-interval evaluation.", "logging")
 
     @classmethod
     def for_env(cls, env: str, preset: str | None = "auto", **overrides: Any) -> "TrainConfig":
@@ -301,10 +308,12 @@ class TrainConfig:
         choice("mlp_activation", _vocabulary("mlp_activation"))
         choice("value_torso", VALUE_TORSOS)
         for name in ("unroll_length", "batch_size", "num_actors", "envs_per_actor", "env_groups", "total_frames",
-                     "lstm_size", "learning_rate", "log_interval", "checkpoint_interval", "max_nonfinite"):
+                     "lstm_size", "learning_rate", "log_interval", "checkpoint_interval", "max_nonfinite",
+                     "eval_episodes"):
             positive(name)
         for name in ("num_slots", "reward_clip", "grad_norm_clip", "learner_threads", "noop_max",
-                     "entropy_cost", "baseline_cost", "rmsprop_epsilon", "rmsprop_momentum", "adam_epsilon"):
+                     "entropy_cost", "baseline_cost", "rmsprop_epsilon", "rmsprop_momentum", "adam_epsilon",
+                     "eval_interval"):
             non_negative(name)
         if not 0.0 <= self.discount <= 1.0:
             raise ConfigError(f"discount must be in [0, 1], got {self.discount}")

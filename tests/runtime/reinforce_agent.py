@@ -10,10 +10,12 @@ on any backend, without a line of runtime code knowing of it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from impala_rl.agents import Action
+from impala_rl.agents import Action, agent_options
 from impala_rl.models import NetOutput
 
 
@@ -40,10 +42,17 @@ class PolicyNet(nn.Module):
 class ReinforceAgent:
     name = "reinforce"
 
+    @dataclass
+    class Options:
+        """Its own config section (``--agent-options entropy_bonus=0.01``)."""
+
+        entropy_bonus: float = 0.0
+
     def __init__(self, cfg, env_spec):
         if env_spec.policy_type != "categorical":
             raise ValueError("this test agent handles discrete actions only")
         self.cfg, self.env_spec = cfg, env_spec
+        self.options = agent_options(cfg, self.Options)
 
     def build_model(self):
         torch.manual_seed(self.cfg.seed)
@@ -80,11 +89,14 @@ class ReinforceAgent:
             running = rewards[t] + discounts[t] * running
             returns[t] = running
         advantage = returns - returns.mean()
-        loss = -(logp * advantage).mean()
+        log_probs = torch.log_softmax(out.policy_params[:-1], -1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+        loss = -(logp * advantage).mean() - self.options.entropy_bonus * entropy
         # How far the learner's policy is from the one that acted (the recorded log-probabilities),
         # on rows 1..T-1 (row 0's action was chosen at the end of the previous unroll).
         drift = (logp.detach()[1:] - batch["logp"][1:-1]).abs().mean()
-        return loss, {"reinforce_loss": loss.detach(), "reinforce_logp_drift": drift}
+        return loss, {"reinforce_loss": loss.detach(), "reinforce_logp_drift": drift,
+                      "reinforce_entropy": entropy.detach()}
 
     def after_update(self, model, metrics):
         return {}

@@ -13,6 +13,9 @@ fills in what is specific to one algorithm:
   named tensors, :meth:`Agent.state_fields` (stored per unroll, before row 0);
 - **how it acts**, :meth:`Agent.act`: from the network's output to actions and the
   recorded extras, and :meth:`Agent.value` for bootstrapping a truncated episode;
+- **its config section**: IMPALA's is the ``agent`` section of :class:`TrainConfig` (flags
+  of ``impala train``); an agent defined elsewhere declares an ``Options`` dataclass on its
+  class and reads it with :func:`agent_options` from ``--agent-options key=value,...``;
 - **its loss**, :meth:`Agent.loss`: ``(forward, batch) -> (loss, metrics)``, plus two
   optional hooks around the optimiser step (:meth:`Agent.before_updates`,
   :meth:`Agent.after_update`) for statistics that live in the network (observation
@@ -29,6 +32,7 @@ Ray workers rebuild it from those two.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -105,6 +109,39 @@ def agent_class(name: str) -> type:
                           f"({', '.join(AGENTS)}) or an importable module:Class") from None
 
 
+def agent_options(cfg: TrainConfig, options_cls: type) -> Any:
+    """An agent's own config section: ``options_cls`` (a dataclass whose fields have defaults)
+    filled from ``--agent-options key=value,...`` (``cfg.agent_options``), each value read as
+    its field's type (bool: true/false/1/0). Raises ConfigError naming the bad key or value
+    and what is accepted."""
+    fields = {f.name: f for f in dataclasses.fields(options_cls)}
+    values: dict[str, Any] = {}
+    for item in (s.strip() for s in cfg.agent_options.split(",")):
+        if not item:
+            continue
+        key, sep, raw = (p.strip() for p in item.partition("="))
+        if not sep or key not in fields:
+            raise ConfigError(f"agent option '{item}' is not KEY=VALUE with KEY one of: "
+                              f"{', '.join(fields) or '(none)'} (agent {cfg.agent})")
+        kind = type(fields[key].default)
+        try:
+            if kind is bool:
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(raw)
+                values[key] = raw.lower() in ("true", "1")
+            else:
+                values[key] = kind(raw)
+        except ValueError:
+            raise ConfigError(f"agent option {key}={raw}: expected a {kind.__name__}") from None
+    return options_cls(**values)
+
+
 def make_agent(cfg: TrainConfig, env_spec: "EnvSpec") -> Agent:
-    """The agent ``cfg.agent`` names, for ``env_spec``."""
-    return agent_class(cfg.agent)(cfg, env_spec)
+    """The agent ``cfg.agent`` names, for ``env_spec``. An agent with options of its own
+    declares them as a dataclass ``Options`` on its class and reads them with
+    :func:`agent_options`; options given to an agent without one are refused."""
+    cls = agent_class(cfg.agent)
+    if cfg.agent_options.strip() and not dataclasses.is_dataclass(getattr(cls, "Options", None)):
+        raise ConfigError(f"agent '{cfg.agent}' takes no --agent-options (its settings are the flags of the "
+                          f"agent section; see impala train --help)")
+    return cls(cfg, env_spec)

@@ -10,11 +10,10 @@ import numpy as np
 import torch
 
 from impala_rl.agents import make_agent
-from impala_rl.models import net_inputs
-from impala_rl.runtime.builders import atari_options, probe_env
+from impala_rl.runtime.builders import probe_env
+from impala_rl.runtime.play import play
 from impala_rl.runtime.train import load_run
-from impala_rl.envs import make_env
-from impala_rl.envs.tasks import pad_observations, task_labels
+from impala_rl.envs.tasks import task_labels
 from impala_rl.scores import aggregates, human_normalized
 
 
@@ -66,7 +65,7 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, video
     policy = "greedy" if greedy else "sampled"
     per_task, frames = {}, []
     for task, (label, env_id) in enumerate(zip(task_labels(cfg.tasks), cfg.tasks)):
-        returns, lengths = _play(cfg, env_spec, agent, model, env_id, task, episodes, greedy, seed, max_steps,
+        returns, lengths = play(cfg, env_spec, agent, model, env_id, task, episodes, greedy, seed, max_steps,
                                  frames if video and task == 0 else None)
         per_task[label] = EvalResult(returns, lengths, policy)
     if video:
@@ -80,43 +79,6 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, video
         hns.update(aggregates(list(hns.values())))
     return EvalResult([x for r in per_task.values() for x in r.returns],
                       [x for r in per_task.values() for x in r.lengths], policy, per_task, hns)
-
-
-def _play(cfg, env_spec, agent, model, env_id: str, task: int, episodes: int, greedy: bool, seed: int,
-          max_steps: int, frames: list | None) -> tuple[list[float], list[int]]:
-    """Episodes of one task; rendered frames of the first go to ``frames`` when given."""
-    render = {"render_mode": "rgb_array"} if frames is not None else {}
-    env = make_env(env_id, seed=seed, atari=atari_options(cfg), **render)
-    generator = torch.Generator().manual_seed(seed)
-    task_id = torch.tensor([task])
-    returns, lengths = [], []
-    action_shape = env_spec.action_shape
-    action_dtype = torch.from_numpy(np.zeros((), dtype=env_spec.action_dtype)).dtype
-    try:
-        for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            state_ = model.initial_state(1)
-            first, last_action, reward = True, torch.zeros((1, 1) + action_shape, dtype=action_dtype), 0.0
-            total, steps, done = 0.0, 0, False
-            while not done:
-                if frames is not None and episode == 0:
-                    frames.append(env.render())
-                obs = pad_observations(np.asarray(obs)[None], env_spec.obs_shape, env_spec.obs_dtype)
-                inputs = net_inputs(torch.as_tensor(obs)[None], torch.tensor([[first]]),
-                                    last_action, torch.tensor([[reward]], dtype=torch.float32), cfg.reward_clip)
-                out, state_ = model(core_state=state_, **inputs)
-                action = agent.act(out, generator, greedy=greedy, task=task_id).action[0]
-                obs, reward, terminated, truncated, _ = env.step(
-                    int(action) if env_spec.policy_type == "categorical" else action.numpy())
-                total += float(reward)
-                steps += 1
-                first, last_action = False, action.reshape((1, 1) + action_shape).to(action_dtype)
-                done = terminated or truncated or (max_steps and steps >= max_steps)
-            returns.append(total)
-            lengths.append(steps)
-    finally:
-        env.close()
-    return returns, lengths
 
 
 ATARI_EMULATOR_FPS = 60.0

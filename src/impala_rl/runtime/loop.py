@@ -3,8 +3,9 @@
 ``impala train``, each peer learner of ``--num-learners N`` and ``impala bench`` all run
 :func:`run_loop`; what differs between them is their hooks. A hook is called after every
 update with a :class:`Step` and may return a stop reason (a string) to end the loop.
-Logging, checkpointing and the non-finite-loss stop are hooks here; population based
-training (exploit/explore every N updates) and evaluation are hooks to add.
+Logging, checkpointing and the non-finite-loss stop are hooks here; evaluation
+(``--eval-interval``, :func:`impala_rl.runtime.play.evaluation_hook`) and population based
+training's exploit/explore (:func:`impala_rl.pbt.run.pbt_hook`) are hooks too.
 """
 
 from __future__ import annotations

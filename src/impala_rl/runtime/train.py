@@ -20,6 +20,7 @@ from impala_rl.runtime.backends import check_backend, make_backend
 from impala_rl.runtime.backends.base import ActorFailure
 from impala_rl.runtime.builders import build_learner, probe_env, resolve_device
 from impala_rl.runtime.loop import every, run_loop, stop_on_nonfinite
+from impala_rl.runtime.play import evaluation_hook
 from impala_rl.runtime.replay import MixedReplay, make_replay_buffer
 from impala_rl.runtime.sources import FreshUnrolls
 
@@ -89,7 +90,8 @@ class Trainer:
             restarts = int(info.get("actor_restarts", 0))
             logger.record(step.frames, step.metrics, step.episodes, info)
 
-        hooks = [stop_on_nonfinite(learner, cfg.max_nonfinite), log_step,
+        evaluation = [evaluation_hook(cfg, self.env_spec, learner)] if cfg.eval_interval else []
+        hooks = [stop_on_nonfinite(learner, cfg.max_nonfinite), *evaluation, log_step,
                  every(cfg.checkpoint_interval * 60, lambda: self.checkpoint(restarts, time.time() - start)),
                  *extra_hooks]
         self.save_now = lambda: self.checkpoint(restarts, time.time() - start)

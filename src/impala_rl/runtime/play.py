@@ -1,0 +1,90 @@
+"""Playing whole episodes with a network outside the actors: ``impala eval`` and the
+evaluation hook of ``impala train --eval-interval`` (which plays with the learner's current
+weights every N frames and logs ``eval_return``)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+
+from impala_rl.envs import make_env
+from impala_rl.envs.tasks import pad_observations, task_labels
+from impala_rl.models import net_inputs
+from impala_rl.runtime.builders import atari_options
+
+log = logging.getLogger("impala_rl")
+
+
+@torch.inference_mode()
+def play(cfg, env_spec, agent, model, env_id: str, task: int, episodes: int, greedy: bool, seed: int,
+          max_steps: int, frames: list | None) -> tuple[list[float], list[int]]:
+    """Episodes of one task; rendered frames of the first go to ``frames`` when given."""
+    render = {"render_mode": "rgb_array"} if frames is not None else {}
+    env = make_env(env_id, seed=seed, atari=atari_options(cfg), **render)
+    generator = torch.Generator().manual_seed(seed)
+    task_id = torch.tensor([task])
+    returns, lengths = [], []
+    action_shape = env_spec.action_shape
+    action_dtype = torch.from_numpy(np.zeros((), dtype=env_spec.action_dtype)).dtype
+    try:
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            state_ = model.initial_state(1)
+            first, last_action, reward = True, torch.zeros((1, 1) + action_shape, dtype=action_dtype), 0.0
+            total, steps, done = 0.0, 0, False
+            while not done:
+                if frames is not None and episode == 0:
+                    frames.append(env.render())
+                obs = pad_observations(np.asarray(obs)[None], env_spec.obs_shape, env_spec.obs_dtype)
+                inputs = net_inputs(torch.as_tensor(obs)[None], torch.tensor([[first]]),
+                                    last_action, torch.tensor([[reward]], dtype=torch.float32), cfg.reward_clip)
+                out, state_ = model(core_state=state_, **inputs)
+                action = agent.act(out, generator, greedy=greedy, task=task_id).action[0]
+                obs, reward, terminated, truncated, _ = env.step(
+                    int(action) if env_spec.policy_type == "categorical" else action.numpy())
+                total += float(reward)
+                steps += 1
+                first, last_action = False, action.reshape((1, 1) + action_shape).to(action_dtype)
+                done = terminated or truncated or (max_steps and steps >= max_steps)
+            returns.append(total)
+            lengths.append(steps)
+    finally:
+        env.close()
+    return returns, lengths
+
+
+def evaluation_hook(cfg, env_spec, learner):
+    """A loop hook: every ``cfg.eval_interval`` frames, ``cfg.eval_episodes`` greedy episodes
+    of each task with a CPU copy of the learner's current weights (seeded by ``cfg.seed`` and
+    the evaluation's number, so two runs at the same weights score the same). It adds
+    ``eval_return`` (the mean over every task's episodes) and, for several tasks,
+    ``eval_return_<label>`` to the step's metrics, which the logging hook after it records."""
+    labels = task_labels(cfg.tasks)
+    model = copy.deepcopy(learner.model).to("cpu").eval()  # not build_model(): that would reseed torch
+    next_at = [learner.frames + cfg.eval_interval]
+    count = [0]
+
+    def hook(step) -> Optional[str]:
+        if step.frames < next_at[0]:
+            return None
+        while next_at[0] <= step.frames:
+            next_at[0] += cfg.eval_interval
+        model.load_state_dict({k: v.detach().to("cpu") for k, v in learner.model.state_dict().items()})
+        t0, seed = time.perf_counter(), cfg.seed * 1_000_003 + 7919 * count[0]
+        count[0] += 1
+        per_task = [play(cfg, env_spec, learner.agent, model, env_id, task, cfg.eval_episodes, True, seed, 0, None)[0]
+                    for task, env_id in enumerate(cfg.tasks)]
+        every = [r for returns in per_task for r in returns]
+        step.metrics["eval_return"] = float(np.mean(every))
+        if len(labels) > 1:
+            for label, returns in zip(labels, per_task):
+                step.metrics[f"eval_return_{label}"] = float(np.mean(returns))
+        log.info("evaluation at %d frames: mean return %.2f over %d greedy episodes (%.1f s)", step.frames,
+                 step.metrics["eval_return"], len(every), time.perf_counter() - t0)
+        return None
+    return hook
