@@ -125,13 +125,16 @@ class RunLogger:
         else:
             self._metrics_path.write_text(",".join(self.columns) + "\n")
         self._metrics_file = open(self._metrics_path, "a", newline="")
-        new = not (self.run_dir / "episodes.csv").exists()
+        episodes_path = self.run_dir / "episodes.csv"
+        # Empty: a run killed before its first write reached the disk (the header with it).
+        new = not episodes_path.exists() or episodes_path.stat().st_size == 0
         if not new:
             _drop_rows_past(self.run_dir / "episodes.csv", start_frames)
         self._episodes_file = open(self.run_dir / "episodes.csv", "a", newline="")
         self._episodes = csv.writer(self._episodes_file)
         if new:
             self._episodes.writerow(["frames", "return", "length"] + (["task"] if self.labels else []))
+            self._episodes_file.flush()
         self._tb = None
         if tensorboard:
             try:

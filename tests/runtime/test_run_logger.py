@@ -74,3 +74,16 @@ def test_a_single_atari_game_gets_its_human_normalised_score(tmp_path):
     log.record(10, {}, [EpisodeStats(-3.05, 9)], {})
     assert log.flush(10)["hns"] == pytest.approx(50.0)
     log.close()
+
+
+def test_the_episodes_header_is_on_disk_at_once_and_an_empty_file_gets_one_on_resume(tmp_path):
+    """A run killed before its buffered rows reached the disk leaves an empty episodes.csv
+    (seen with a PBT member SIGKILLed early): its resume must still write the header."""
+    log = RunLogger(tmp_path, total_frames=100, interval=1e9, quiet=True, tensorboard=False)
+    assert (tmp_path / "episodes.csv").read_text().startswith("frames,return,length")  # before any close
+    log.close()
+    (tmp_path / "episodes.csv").write_text("")
+    log = RunLogger(tmp_path, total_frames=100, start_frames=10, interval=1e9, quiet=True, tensorboard=False)
+    log.record(20, {}, [EpisodeStats(9.0, 4)], {})
+    log.close()
+    assert read(tmp_path / "episodes.csv") == [{"frames": "20", "return": "9", "length": "4"}]
