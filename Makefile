@@ -9,8 +9,10 @@ setup:
 train: setup
 	.venv/bin/impala train --env $(ENV) $(ARGS)
 
+# Two at a time on this 2-core machine, by file; then, one at a time, the tests marked exclusive.
 test: setup
-	.venv/bin/python -m pytest -q tests
+	.venv/bin/python -m pytest -q -n 2 --dist loadfile -m "not exclusive" tests
+	.venv/bin/python -m pytest -q -m exclusive tests
 
 bench: setup
 	.venv/bin/impala bench $(ARGS)

@@ -385,6 +385,7 @@ LOCAL = [*TINY, "--backend", "local", "--num-actors", "2", "--log-interval", "0.
 PROGRESS = r"frames\s+\S+/"
 
 
+@pytest.mark.exclusive  # /dev/shm is checked machine-wide
 def test_sigkilled_actor_is_restarted_and_the_run_finishes(training, tmp_path):
     shm_before = shm_entries()
     run_dir = tmp_path / "run"
@@ -408,6 +409,7 @@ def test_sigkilled_actor_is_restarted_and_the_run_finishes(training, tmp_path):
     assert_clean_exit(run, shm_before)
 
 
+@pytest.mark.exclusive  # /dev/shm is checked machine-wide
 def test_actor_whose_env_raises_stops_the_run_with_a_clear_message(training, tmp_path):
     shm_before = shm_entries()
     run_dir = tmp_path / "run"
@@ -432,6 +434,7 @@ def test_actor_whose_env_raises_stops_the_run_with_a_clear_message(training, tmp
     assert_clean_exit(run, shm_before)
 
 
+@pytest.mark.exclusive  # /dev/shm is checked machine-wide
 @pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
 def test_signal_stops_the_run_with_a_checkpoint(training, tmp_path, how):
     """SIGTERM to the trainer, or Ctrl-C (SIGINT to the whole process group): exit 143 / 130

@@ -50,7 +50,8 @@ def _train(tmp_path: Path, *flags: str, env: str = "CartPole-v1", seed: int = 1)
     return summary, rows
 
 
-@pytest.mark.parametrize("backend", ["serial", "local"])
+# The local backend's policy lag, and so its result, depends on the machine's load: exclusive.
+@pytest.mark.parametrize("backend", ["serial", pytest.param("local", marks=pytest.mark.exclusive)])
 def test_cartpole_learns(tmp_path, backend):
     summary, rows = _train(tmp_path, "--backend", backend, "--num-actors", "2")
     assert summary["stop_reason"] == "done"
@@ -67,7 +68,7 @@ def test_cartpole_learns(tmp_path, backend):
     # Serial: on the local backend the 1M-frame result varied with the machine's load
     # (-977 on an idle machine, above -600 under load); the serial run is deterministic.
     ("Pendulum-v1", 1_000_000, -600.0, "serial"),
-    ("MinAtar/Breakout-v1", 500_000, 4.0, "local"),
+    pytest.param("MinAtar/Breakout-v1", 500_000, 4.0, "local", marks=pytest.mark.exclusive),
 ])
 def test_gaussian_and_conv_policies_learn(tmp_path, env, frames, threshold, backend):
     summary, _ = _train(tmp_path, "--total-frames", str(frames), "--backend", backend, env=env, seed=0)

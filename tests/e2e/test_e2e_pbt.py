@@ -143,6 +143,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
     assert not (tmp_path / "pop").exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.exclusive  # the Ray tests check Ray's services machine-wide
 def test_population_through_ray(tmp_path):
     pytest.importorskip("ray")
     pop = tmp_path / "pop"

@@ -41,7 +41,7 @@ def test_unknown_agents_are_refused_with_what_is_accepted():
         agent_class("nowhere:Agent")
 
 
-@pytest.mark.parametrize("backend", ["serial", "local"])
+@pytest.mark.parametrize("backend", ["serial", pytest.param("local", marks=pytest.mark.exclusive)])
 def test_a_second_agent_learns_through_the_seams(tmp_path, backend):
     result = Trainer(cfg_for(tmp_path, backend)).run()
     assert result.stop_reason == "done" and result.frames >= 100_000

@@ -36,7 +36,7 @@ from conftest import ray_service_pids  # noqa: E402
 
 ray = ray_backend.import_ray(loopback=True)  # before any Ray service starts in this process
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = [pytest.mark.timeout(420), pytest.mark.exclusive]  # Ray services are checked machine-wide
 
 THRESHOLD = 400.0  # as tests/e2e/test_e2e_learning.py
 ACTOR_LINE = re.compile(r"actor (\d+) running on node ([0-9a-f]+) \(pid (\d+)\)")

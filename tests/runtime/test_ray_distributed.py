@@ -29,7 +29,7 @@ from impala_rl.runtime.train import Trainer  # noqa: E402
 
 ray = ray_backend.import_ray(loopback=True)
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.exclusive]  # Ray services are checked machine-wide
 
 
 

@@ -19,7 +19,7 @@ from impala_rl.config import TrainConfig
 from impala_rl.runtime.backends.local import LocalBackend, SharedWeights
 from impala_rl.runtime.builders import build_learner, build_model, probe_env
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.exclusive]  # /dev/shm is checked machine-wide
 
 T = 5
 SHM_PATTERN = re.compile(r"torch_|psm_|impala|mp-")  # mp-: multiprocessing semaphores (sem.mp-*)
