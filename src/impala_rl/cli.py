@@ -28,9 +28,7 @@ class _Parser(argparse.ArgumentParser):
 # ----------------------------------------------------------------------------- train flags
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field; help from the field's metadata, grouped by section."""
-    from impala_rl.config import TrainConfig
-
-    from impala_rl.config import PRESETS
+    from impala_rl.config import ENV_PRESETS, PRESETS, TrainConfig
 
     parser.add_argument("--preset", nargs="?", const="auto", default="auto", metavar="NAME",
                         help=f"apply a preset to the options not given: the environment family's (default), or "
@@ -43,7 +41,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         group = groups.setdefault(f.metadata["group"], parser.add_argument_group(f.metadata["group"]))
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        by_preset = [f"{family} {_flag_value(values[f.name])}" for family, values in PRESETS.items()
+        by_preset = [f"{family} {_flag_value(values[f.name])}" for family, values in {**PRESETS, **ENV_PRESETS}.items()
                      if f.name in values]
         help_text = (f"{f.metadata['help']} (default: {default if default != '' else 'auto'}"
                      + (f"; presets: {', '.join(by_preset)})" if by_preset else ")"))
@@ -375,11 +373,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from impala_rl.config import PRESETS, TrainConfig
+    from impala_rl.config import ENV_PRESETS, PRESETS, TrainConfig
 
     defaults = TrainConfig()
     for family, values in PRESETS.items():
         print(f"{family}:")
+        for name, value in values.items():
+            print(f"  --{name.replace('_', '-'):<24} {_flag_value(value):<12} (paper default: "
+                  f"{_flag_value(getattr(defaults, name))})")
+    for env, values in ENV_PRESETS.items():
+        print(f"{env} (on top of its family's preset):")
         for name, value in values.items():
             print(f"  --{name.replace('_', '-'):<24} {_flag_value(value):<12} (paper default: "
                   f"{_flag_value(getattr(defaults, name))})")

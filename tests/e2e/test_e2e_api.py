@@ -44,6 +44,15 @@ def test_for_env_applies_the_same_preset_as_the_cli():
     assert TrainConfig.for_env("CartPole-v1", preset="minatar").torso == "minatar"
 
 
+def test_an_environment_can_add_values_to_its_familys_preset():
+    """Pendulum-v1 gets discount 0.9 on top of the continuous preset; its family does not."""
+    pendulum = TrainConfig.for_env("Pendulum-v1")
+    assert pendulum.discount == 0.9 and pendulum.value_torso == "separate"
+    assert TrainConfig.for_env("Pendulum-v1", discount=0.99).discount == 0.99  # explicit wins
+    assert TrainConfig.for_env("Pendulum-v1", preset=None).discount == 0.99
+    assert TrainConfig.for_env("MountainCarContinuous-v0").discount == 0.99
+
+
 def test_presets_are_listed_and_can_be_named(tmp_path):
     proc = run([sys.executable, "-m", "impala_rl.cli", "presets"], tmp_path)
     assert proc.returncode == 0 and all(f"{family}:" in proc.stdout for family in PRESETS)
