@@ -5,9 +5,9 @@ each run with its family's preset (no tuning flags) through the real CLI.
   at least 400 over the last 100 episodes within the classic-control preset's 500k
   frames, in serial mode and with the asynchronous local backend (several actor
   processes). The local run must also really be off-policy: batches with policy lag > 0.
-- Pendulum-v1 (diagonal Gaussian policy; random: about -1200) must reach -600 within 1M
-  frames, serially (the continuous preset ends this run at about -183 and reaches -250 by
-  0.82M frames on the local backend in its 2M-frame benchmark run).
+- Pendulum-v1 (diagonal Gaussian policy; random: about -1200) must reach -400 within 400k
+  frames, serially (with its preset, discount 0.9, this run was at -375 by 272k frames and
+  -240 by 371k; tests/e2e/test_e2e_learning_cartpole.py holds the CartPole tests).
 - MinAtar Breakout (the conv torso; random: 0.5) must reach 4 within 500k frames (the preset
   reaches about 5.4 by 0.4M and 17 by 2M; docs/learning.md).
 - CartPole-v1 with experience replay (``--replay-proportion 0.5``: half of every batch
@@ -50,24 +50,10 @@ def _train(tmp_path: Path, *flags: str, env: str = "CartPole-v1", seed: int = 1)
     return summary, rows
 
 
-# The local backend's policy lag, and so its result, depends on the machine's load: exclusive.
-@pytest.mark.parametrize("backend", ["serial", pytest.param("local", marks=pytest.mark.exclusive)])
-def test_cartpole_learns(tmp_path, backend):
-    summary, rows = _train(tmp_path, "--backend", backend, "--num-actors", "2")
-    assert summary["stop_reason"] == "done"
-    assert summary["frames"] >= 500_000
-    assert summary["mean_return"] >= THRESHOLD, summary
-    if backend == "local":
-        # The learner really trained off-policy: some batches were produced by older policies.
-        assert max(float(r["policy_lag_max"]) for r in rows if r["policy_lag_max"]) > 0
-    else:
-        assert all(float(r["policy_lag_max"]) == 0 for r in rows if r["policy_lag_max"])
-
-
 @pytest.mark.parametrize("env,frames,threshold,backend", [
     # Serial: on the local backend the 1M-frame result varied with the machine's load
     # (-977 on an idle machine, above -600 under load); the serial run is deterministic.
-    ("Pendulum-v1", 1_000_000, -600.0, "serial"),
+    ("Pendulum-v1", 400_000, -400.0, "serial"),
     pytest.param("MinAtar/Breakout-v1", 500_000, 4.0, "local", marks=pytest.mark.exclusive),
 ])
 def test_gaussian_and_conv_policies_learn(tmp_path, env, frames, threshold, backend):
@@ -85,10 +71,3 @@ def test_two_tasks_with_rewards_a_thousand_times_apart_both_learn_with_popart(tm
     assert min(steps.values()) >= 300, steps
     sigma = float(last["popart_sigma_CartPoleX1000"]) / float(last["popart_sigma_CartPole"])
     assert 100 < sigma < 10_000, sigma  # each task's statistics follow its own reward scale
-
-
-def test_cartpole_learns_with_half_of_every_batch_replayed(tmp_path):
-    summary, rows = _train(tmp_path, "--backend", "serial", "--replay-proportion", "0.5")
-    assert summary["stop_reason"] == "done" and summary["frames"] >= 500_000
-    assert summary["mean_return"] >= THRESHOLD, summary
-    assert float(rows[-1]["replay_fraction"]) == 0.5 and float(rows[-1]["policy_lag_replay"]) > 50

@@ -121,7 +121,8 @@ def run():
             batches_after_kill += 1
             rec["accounting"].append(slot_accounting(backend))
             handle = backend.actors[0]
-            if backend.restarts >= 1 and handle.unrolls > 0 and batches_after_kill >= 3:
+            if (backend.restarts >= 1 and handle.process is not rec["first_process"] and handle.unrolls > 0
+                    and batches_after_kill >= 3):  # wait for the replacement itself, not just the count
                 break
         rec["batches_after_kill"] = batches_after_kill
         rec["restarts"] = backend.restarts
