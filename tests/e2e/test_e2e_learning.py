@@ -32,6 +32,10 @@ import pytest
 
 THRESHOLD = 400.0
 
+# Exclusive: a learning run with 2 learner threads slows several-fold when another test shares
+# the 2 cores (the serial Pendulum run: 66 s alone, over 5 min beside another learning test).
+pytestmark = pytest.mark.exclusive
+
 
 TEST_ENVS_DIR = Path(__file__).resolve().parents[1] / "runtime"  # impala_test_envs.py
 

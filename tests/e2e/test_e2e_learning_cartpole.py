@@ -9,6 +9,10 @@ import pytest
 
 from test_e2e_learning import THRESHOLD, _train
 
+# Exclusive: a learning run with 2 learner threads slows several-fold when another test shares
+# the 2 cores (the serial Pendulum run: 66 s alone, over 5 min beside another learning test).
+pytestmark = pytest.mark.exclusive
+
 
 # The local backend's policy lag, and so its result, depends on the machine's load: exclusive.
 @pytest.mark.parametrize("backend", ["serial", pytest.param("local", marks=pytest.mark.exclusive)])

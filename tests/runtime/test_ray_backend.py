@@ -36,7 +36,10 @@ from conftest import ray_service_pids  # noqa: E402
 
 ray = ray_backend.import_ray(loopback=True)  # before any Ray service starts in this process
 
-pytestmark = [pytest.mark.timeout(420), pytest.mark.exclusive]  # Ray services are checked machine-wide
+# Not exclusive: `make test` keeps this file on one worker (--dist loadfile) and runs every
+# other test that starts Ray (test_ray_distributed.py, the Ray PBT test) in the exclusive phase,
+# so the machine-wide check of Ray's services sees only this file's.
+pytestmark = pytest.mark.timeout(420)
 
 THRESHOLD = 400.0  # as tests/e2e/test_e2e_learning.py
 ACTOR_LINE = re.compile(r"actor (\d+) running on node ([0-9a-f]+) \(pid (\d+)\)")
