@@ -376,13 +376,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
     from impala_rl.config import ENV_PRESETS, PRESETS, TrainConfig
 
     defaults = TrainConfig()
-    for family, values in PRESETS.items():
-        print(f"{family}:")
-        for name, value in values.items():
-            print(f"  --{name.replace('_', '-'):<24} {_flag_value(value):<12} (paper default: "
-                  f"{_flag_value(getattr(defaults, name))})")
-    for env, values in ENV_PRESETS.items():
-        print(f"{env} (on top of its family's preset):")
+    headings = [(f"{family}:", values) for family, values in PRESETS.items()]
+    headings += [(f"{env} (on top of its family's preset):", values) for env, values in ENV_PRESETS.items()]
+    for heading, values in headings:
+        print(heading)
         for name, value in values.items():
             print(f"  --{name.replace('_', '-'):<24} {_flag_value(value):<12} (paper default: "
                   f"{_flag_value(getattr(defaults, name))})")

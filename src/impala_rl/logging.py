@@ -129,8 +129,8 @@ class RunLogger:
         # Empty: a run killed before its first write reached the disk (the header with it).
         new = not episodes_path.exists() or episodes_path.stat().st_size == 0
         if not new:
-            _drop_rows_past(self.run_dir / "episodes.csv", start_frames)
-        self._episodes_file = open(self.run_dir / "episodes.csv", "a", newline="")
+            _drop_rows_past(episodes_path, start_frames)
+        self._episodes_file = open(episodes_path, "a", newline="")
         self._episodes = csv.writer(self._episodes_file)
         if new:
             self._episodes.writerow(["frames", "return", "length"] + (["task"] if self.labels else []))

@@ -31,7 +31,10 @@ def _episode_rows(run_dir: str | Path) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"no episodes.csv in {run_dir} (is it a run directory of 'impala train'?)")
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        if not {"frames", "return"} <= set(reader.fieldnames or ()):
+            raise ValueError(f"{path} has no header line with frames and return (a damaged run directory)")
+        return list(reader)
 
 
 def read_metric(run_dir: str | Path, name: str) -> tuple[np.ndarray, np.ndarray]:

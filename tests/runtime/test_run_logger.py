@@ -87,3 +87,11 @@ def test_the_episodes_header_is_on_disk_at_once_and_an_empty_file_gets_one_on_re
     log.record(20, {}, [EpisodeStats(9.0, 4)], {})
     log.close()
     assert read(tmp_path / "episodes.csv") == [{"frames": "20", "return": "9", "length": "4"}]
+
+
+def test_an_episodes_file_without_its_header_is_a_clear_error(tmp_path):
+    from impala_rl.plot import read_episodes
+
+    (tmp_path / "episodes.csv").write_text("120,9,4\n")
+    with pytest.raises(ValueError, match="has no header line with frames and return"):
+        read_episodes(tmp_path)

@@ -178,7 +178,7 @@ def summarize(pop: Population, cfgs, pcfg: PopulationConfig, finished: dict[str,
         try:
             _, returns = read_episodes(cfg.run_dir)
             finals[name] = float(returns[-100:].mean()) if len(returns) else None
-        except (FileNotFoundError, ValueError, KeyError):
+        except (FileNotFoundError, ValueError):
             finals[name] = None
     scored = [v for v in finals.values() if v is not None]
     summary = {"members": {n: {"final_100_episode_mean": finals[n], "hparams": pop.members[n].hparams,

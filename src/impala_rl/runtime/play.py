@@ -22,7 +22,7 @@ log = logging.getLogger("impala_rl")
 
 @torch.inference_mode()
 def play(cfg, env_spec, agent, model, env_id: str, task: int, episodes: int, greedy: bool, seed: int,
-          max_steps: int, frames: list | None) -> tuple[list[float], list[int]]:
+         max_steps: int, frames: list | None) -> tuple[list[float], list[int]]:
     """Episodes of one task; rendered frames of the first go to ``frames`` when given."""
     render = {"render_mode": "rgb_array"} if frames is not None else {}
     env = make_env(env_id, seed=seed, atari=atari_options(cfg), **render)
@@ -66,17 +66,17 @@ def evaluation_hook(cfg, env_spec, learner):
     ``eval_return_<label>`` to the step's metrics, which the logging hook after it records."""
     labels = task_labels(cfg.tasks)
     model = copy.deepcopy(learner.model).to("cpu").eval()  # not build_model(): that would reseed torch
-    next_at = [learner.frames + cfg.eval_interval]
-    count = [0]
+    next_at, count = learner.frames + cfg.eval_interval, 0
 
     def hook(step) -> Optional[str]:
-        if step.frames < next_at[0]:
+        nonlocal next_at, count
+        if step.frames < next_at:
             return None
-        while next_at[0] <= step.frames:
-            next_at[0] += cfg.eval_interval
-        model.load_state_dict({k: v.detach().to("cpu") for k, v in learner.model.state_dict().items()})
-        t0, seed = time.perf_counter(), cfg.seed * 1_000_003 + 7919 * count[0]
-        count[0] += 1
+        while next_at <= step.frames:
+            next_at += cfg.eval_interval
+        model.load_state_dict(learner.model.state_dict())  # copies into the CPU model
+        t0, seed = time.perf_counter(), cfg.seed * 1_000_003 + 7919 * count
+        count += 1
         per_task = [play(cfg, env_spec, learner.agent, model, env_id, task, cfg.eval_episodes, True, seed, 0, None)[0]
                     for task, env_id in enumerate(cfg.tasks)]
         every = [r for returns in per_task for r in returns]
