@@ -1,12 +1,13 @@
 """Population based training against the same members without it, at equal frames.
 
     python benchmarks/pbt.py [--env CartPole-v1] [--population 4] [--frames 300000]
-                             [--ready-episodes 50] [--bad-lr 1e-5] [--out runs/pbt-bench] [--seed 0]
+                             [--ready-episodes 50] [--ready-frames 25000] [--bad-lr 1e-5] [--out runs/pbt-bench] [--seed 0]
 
 Half of the members start from a deliberately bad learning rate (``--bad-lr``), the other
 half from the preset's. Two arms, one after the other, each an ``impala pbt`` population:
 
-- **PBT**: the seed's rules (ready every ``--ready-episodes`` episodes, 5% margin, x1.2 or
+- **PBT**: the seed's rules (ready every ``--ready-episodes`` episodes and ``--ready-frames``
+  frames, fitness over the last ``--ready-episodes`` episodes, 5% margin, x1.2 or
   x1/1.2 with probability 1/3 on the paper's four hyperparameters);
 - **no PBT**: the same members (same seeds, same starting values, same frames) with
   exploit and explore switched off (``--margin 1e9 --perturb-probability 0``).
@@ -31,7 +32,8 @@ def run_arm(name: str, out: Path, a, extra: list[str]) -> dict:
     pop_dir = out / name
     lrs = ",".join([str(a.bad_lr), str(a.good_lr)])
     cmd = [sys.executable, "-m", "impala_rl.cli", "pbt", "--env", a.env, "--population", str(a.population),
-           "--total-frames", str(a.frames), "--ready-episodes", str(a.ready_episodes), "--seed", str(a.seed),
+           "--total-frames", str(a.frames), "--ready-episodes", str(a.ready_episodes),
+           "--ready-frames", str(a.ready_frames), "--seed", str(a.seed),
            "--initial", f"learning_rate={lrs}", "--pop-dir", str(pop_dir), *extra]
     print(f"[pbt-bench] {name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     t0 = time.time()
@@ -54,6 +56,8 @@ def main() -> int:
     p.add_argument("--population", type=int, default=4)
     p.add_argument("--frames", type=int, default=300_000, help="frames per member")
     p.add_argument("--ready-episodes", type=int, default=50)
+    p.add_argument("--ready-frames", type=int, default=25_000,
+                   help="frames between ready points as well (0: episodes only; PBT lost that way at this scale)")
     p.add_argument("--bad-lr", type=float, default=1e-5)
     p.add_argument("--good-lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -67,7 +71,7 @@ def main() -> int:
     arms = {"pbt": run_arm("pbt", out, a, []),
             "no-pbt": run_arm("no-pbt", out, a, ["--margin", "1e9", "--perturb-probability", "0"])}
     print(f"{a.env}, population {a.population}, {a.frames} frames per member, ready every {a.ready_episodes} "
-          f"episodes, seed {a.seed}; half the members start at lr {a.bad_lr}")
+          f"episodes and {a.ready_frames} frames, seed {a.seed}; half the members start at lr {a.bad_lr}")
     print("| arm | member | lr at start | lr at end | copied last | final 100-ep mean |")
     print("| --- | --- | ---: | ---: | --- | ---: |")
     for arm, r in arms.items():

@@ -269,7 +269,7 @@ def _pbt_rules(args: argparse.Namespace, optimizer: str):
     fallback = {"baseline_cost": (1e-3, 10.0), "adam_epsilon": (1e-10, 1e-2)}
     bounds = {n: given.get(n, defaults.bounds.get(n, fallback.get(n))) for n in names}
     try:
-        return Rules(ready_episodes=args.ready_episodes, margin=args.margin, factors=tuple(args.perturb_factors),
+        return Rules(ready_episodes=args.ready_episodes, ready_frames=args.ready_frames, margin=args.margin, factors=tuple(args.perturb_factors),
                      probability=args.perturb_probability, bounds=bounds)
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -326,7 +326,8 @@ def cmd_pbt(args: argparse.Namespace) -> int:
     setup_logging(None)
     first = next(iter(cfgs.values()))
     print(f"[impala] population of {len(cfgs)} on {first.env}, {first.total_frames} frames each, ready every "
-          f"{pop.rules.ready_episodes} episodes, mutating {', '.join(pop.rules.bounds)} "
+          f"{pop.rules.ready_episodes} episodes"
+          f"{f' and {pop.rules.ready_frames} frames' if pop.rules.ready_frames else ''}, mutating {', '.join(pop.rules.bounds)} "
           f"({'Ray' if pcfg.ray_address else 'local processes'}); population dir {pcfg.pop_dir}", file=sys.stderr)
     try:
         summary = run_population(pop, cfgs, pcfg, resume=bool(args.resume))
@@ -443,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     pbt.add_argument("--population", type=int, default=4, help="members (default: 4)")
     pbt.add_argument("--ready-episodes", type=int, default=5000,
                      help="episodes between two ready points of a member (default: 5000, the paper's)")
+    pbt.add_argument("--ready-frames", type=int, default=0,
+                     help="frames a member also trains between two ready points; fitness is still the mean of its "
+                     "last --ready-episodes episodes. Give one on small tasks, where a few episodes of members "
+                     "that have not learned yet are noise (default: 0, episodes only)")
     pbt.add_argument("--margin", type=float, default=0.05,
                      help="how much better (relative) another member's fitness must be to be copied (default: 0.05)")
     pbt.add_argument("--perturb-factors", type=float, nargs="+", default=[1.2, 1 / 1.2], metavar="F",

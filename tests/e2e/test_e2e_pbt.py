@@ -131,6 +131,7 @@ def test_time_sharing_runs_one_member_at_a_time(tmp_path):
     (["--initial", "learning_rate=fast"], "--initial learning_rate=fast: cannot read"),
     (["--initial", "gamma=0.9"], "expected NAME=VALUE with NAME one of"),
     (["--bound", "learning_rate=1:0.1"], "bounds of learning_rate"),
+    (["--ready-frames", "-5"], "ready_frames must be >= 0"),
     (["--backend", "ray"], "--ray-address runs the population on Ray"),
     (["--resume", "nowhere"], "no population"),
 ])

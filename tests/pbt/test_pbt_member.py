@@ -54,3 +54,32 @@ def test_perturb_applies_explored_values_to_the_running_learner():
         assert abs(ratio - 1.2) < 1e-9 or abs(ratio - 1 / 1.2) < 1e-9
     assert learner.optimizer.param_groups[0]["eps"] == new["rmsprop_epsilon"]
     backend.close()
+
+
+def test_the_hook_waits_for_both_intervals_and_reports_the_last_episodes():
+    from types import SimpleNamespace
+
+    from impala_rl.pbt.population import Decision
+    from impala_rl.pbt.run import pbt_hook
+
+    _, learner, backend = member(0)
+    backend.close()
+    saves, asked = [], []
+    trainer = SimpleNamespace(cfg=SimpleNamespace(tasks=("CartPole-v1",)), learner=learner,
+                              save_now=lambda: saves.append(1))
+
+    def ready(name, fitness, frames, hparams, trainer):
+        asked.append((fitness, frames))
+        return Decision(hparams=dict(hparams, learning_rate=7e-4))
+
+    start = learner.frames
+    hook = pbt_hook(trainer, "m0", Rules(ready_episodes=2, ready_frames=100), ready, load=lambda c: c)
+    ep = lambda r: SimpleNamespace(task=0, ret=r)  # noqa: E731
+    hook(SimpleNamespace(frames=start + 50, episodes=[ep(1.0), ep(2.0), ep(3.0)]))  # episodes, not frames
+    assert asked == [] and saves == []
+    hook(SimpleNamespace(frames=start + 100, episodes=[ep(5.0)]))  # both: fitness over the last 2
+    assert asked == [(4.0, start + 100)] and saves == [1]
+    assert learner.hyperparameters()["learning_rate"] == 7e-4
+    hook(SimpleNamespace(frames=start + 250, episodes=[ep(9.0)]))  # frames, but 1 episode since
+    hook(SimpleNamespace(frames=start + 260, episodes=[ep(9.0)]))  # 2 episodes, 160 frames since
+    assert asked == [(4.0, start + 100), (9.0, start + 260)]

@@ -98,3 +98,10 @@ def test_fitness_is_the_mean_return_or_the_capped_human_normalised_score():
     assert atari.fitness() == pytest.approx(50.0)
     atari.clear()
     assert len(atari) == 0
+
+
+def test_a_limited_window_keeps_only_the_last_episodes():
+    w = Window(("CartPole-v1",), limit=2)
+    for r in (10.0, 20.0, 30.0, 50.0):
+        w.add(0, r)
+    assert len(w) == 2 and w.fitness() == pytest.approx(40.0)

@@ -9,7 +9,16 @@ from impala_rl.pbt.rules import Rules, explore, exploit_source, is_ready, suffic
 
 def test_ready_after_the_ready_interval():
     rules = Rules(ready_episodes=5000)
-    assert not is_ready(4999, rules) and is_ready(5000, rules) and is_ready(7000, rules)
+    assert not is_ready(4999, 10**9, rules) and is_ready(5000, 0, rules) and is_ready(7000, 0, rules)
+
+
+def test_a_frames_interval_is_required_as_well_as_the_episodes():
+    rules = Rules(ready_episodes=50, ready_frames=20_000)
+    assert not is_ready(50, 19_999, rules)  # enough episodes, too few frames
+    assert not is_ready(49, 10**6, rules)  # enough frames, too few episodes
+    assert is_ready(50, 20_000, rules)
+    with pytest.raises(ValueError, match="ready_frames"):
+        Rules(ready_frames=-1)
 
 
 @pytest.mark.parametrize("other,own,better", [

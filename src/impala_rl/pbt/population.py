@@ -53,7 +53,7 @@ def rules_to_dict(rules: Rules) -> dict:
 
 
 def rules_from_dict(d: dict) -> Rules:
-    return Rules(ready_episodes=d["ready_episodes"], margin=d["margin"], factors=tuple(d["factors"]),
+    return Rules(ready_episodes=d["ready_episodes"], ready_frames=d.get("ready_frames", 0), margin=d["margin"], factors=tuple(d["factors"]),
                  probability=d["probability"], bounds={k: tuple(v) for k, v in d["bounds"].items()})
 
 
@@ -173,15 +173,18 @@ def read_events(out_dir: str | os.PathLike) -> list[dict]:
 
 @dataclass
 class Window:
-    """A member's episodes since it was last ready, and its fitness over them: the mean
-    return, or for Atari tasks the mean capped human-normalised score (per task, then
-    averaged over tasks)."""
+    """A member's episodes since it was last ready (the last ``limit`` of them, if given),
+    and its fitness over them: the mean return, or for Atari tasks the mean capped
+    human-normalised score (per task, then averaged over tasks)."""
 
     tasks: tuple[str, ...]
+    limit: int | None = None
     returns: list[tuple[int, float]] = field(default_factory=list)
 
     def add(self, task: int, ret: float) -> None:
         self.returns.append((task, ret))
+        if self.limit is not None and len(self.returns) > self.limit:
+            del self.returns[0]
 
     def __len__(self) -> int:
         return len(self.returns)

@@ -11,6 +11,11 @@ clip. When an agent is **ready** (``ready_episodes`` = 5000 episodes since it la
 - **explore**, independently: each hyperparameter may change, multiplied by 1.2 or 1/1.2,
   with probability 1/3 (``probability``), then kept within its bounds.
 
+At small scale a window of a few episodes is noise (every member scores about the same
+before any has learned), so a member may also be required to have trained
+``ready_frames`` frames since it last was ready (0 = episodes only, the seed's rule);
+fitness is then the mean over its last ``ready_episodes`` episodes.
+
 Which other agent is compared is not stated; here it is one drawn uniformly from the rest
 of the population (a binary tournament, as in the PBT paper's Atari experiments).
 "Better by 5%" is ``other >= own + margin * |own|`` (and strictly better), so that it
@@ -28,6 +33,7 @@ class Rules:
     """Every constant of the rules (the seed's values by default)."""
 
     ready_episodes: int = 5000
+    ready_frames: int = 0
     margin: float = 0.05
     factors: tuple[float, ...] = (1.2, 1 / 1.2)
     probability: float = 1 / 3
@@ -41,6 +47,8 @@ class Rules:
     def __post_init__(self) -> None:
         if self.ready_episodes < 1:
             raise ValueError(f"ready_episodes must be >= 1, got {self.ready_episodes}")
+        if self.ready_frames < 0:
+            raise ValueError(f"ready_frames must be >= 0, got {self.ready_frames}")
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0, got {self.margin}")
         if not 0.0 <= self.probability <= 1.0:
@@ -52,9 +60,10 @@ class Rules:
                 raise ValueError(f"bounds of {name} must satisfy 0 < low <= high, got ({low}, {high})")
 
 
-def is_ready(episodes_since_ready: int, rules: Rules) -> bool:
-    """An agent is ready once it has finished ``ready_episodes`` episodes since it last was."""
-    return episodes_since_ready >= rules.ready_episodes
+def is_ready(episodes_since_ready: int, frames_since_ready: int, rules: Rules) -> bool:
+    """An agent is ready once it has finished ``ready_episodes`` episodes and trained
+    ``ready_frames`` frames since it last was."""
+    return episodes_since_ready >= rules.ready_episodes and frames_since_ready >= rules.ready_frames
 
 
 def sufficiently_better(other: float, own: float, margin: float) -> bool:
