@@ -187,7 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     if result.stop_reason == "interrupted":  # the shell's convention: 128 + the signal's number
         return 128 + _STOP_SIGNAL.get("signum", signal.SIGINT)
-    return 0 if result.stop_reason == "done" else 1
+    return 0 if result.stop_reason in ("done", "target") else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -341,7 +341,7 @@ def cmd_pbt(args: argparse.Namespace) -> int:
               + " ".join(f"{k}={v:.3g}" for k, v in m["hparams"].items() if k in pop.rules.bounds))
     print(f"best {summary['best']}, median {summary['median']}; {summary['events']} events in "
           f"{Path(pcfg.pop_dir) / 'events.jsonl'}; `impala plot {pcfg.pop_dir}` draws the population")
-    return 0 if all(m.get("stop_reason") == "done" for m in summary["members"].values()) else 1
+    return 0 if all(m.get("stop_reason") in ("done", "target") for m in summary["members"].values()) else 1
 
 
 # ----------------------------------------------------------------------------- eval / plot

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -167,6 +168,9 @@ class TrainConfig:
                               "leave free (at least 1); all cores with the serial backend.", "runtime")
     seed: int = _f(0, "Random seed (environments, actions, initial weights).", "runtime")
     max_nonfinite: int = _f(10, "Stop after this many consecutive non-finite losses (updates are skipped).", "runtime")
+    stop_at_return: str = _f("", "Stop early (stop_reason 'target', exit 0) once the mean return over the last 100 "
+                             "episodes reaches this: one number, or one per task, comma-separated; empty = train "
+                             "to --total-frames.", "runtime")
     # --- ray (--backend ray; docs/distributed.md) -------------------------------------
     ray_address: str = _f("local", "Ray cluster to join: auto (the one `ray start` runs on this machine) or "
                           "HEAD_IP:6379; local = start a private Ray for this run, on 127.0.0.1.", "ray")
@@ -216,6 +220,21 @@ class TrainConfig:
         from impala_rl.envs.tasks import task_ids
 
         return task_ids(self.env)
+
+    @property
+    def stop_returns(self) -> tuple[float, ...]:
+        """--stop-at-return as one target per task (empty: no early stop)."""
+        if not self.stop_at_return.strip():
+            return ()
+        try:
+            values = tuple(float(v) for v in self.stop_at_return.split(","))
+        except ValueError:
+            values = ()
+        n = len(self.tasks)
+        if not values or not all(math.isfinite(v) for v in values) or len(values) not in (1, n):
+            raise ConfigError(f"stop_at_return must be one number or one per task ({n}), comma-separated; "
+                              f"got '{self.stop_at_return}'")
+        return values * n if len(values) == 1 else values
 
     def default_run_dir(self) -> str:
         """runs/<env>-<time> (several tasks: runs/<Label+Label+...>-<time>)."""
@@ -334,6 +353,9 @@ class TrainConfig:
             raise ConfigError(f"rmsprop_decay must be in [0, 1), got {self.rmsprop_decay}")
         if not self.mlp_sizes or any(int(s) <= 0 for s in self.mlp_sizes):
             raise ConfigError(f"mlp_sizes must be positive integers, got {self.mlp_sizes}")
+        if self.stop_returns and self.num_learners > 1:
+            raise ConfigError("stop_at_return needs a single learner (each of --num-learners sees only its own "
+                              "episodes); drop one of the two")
         non_negative("inference_min_batch")
         non_negative("inference_timeout_ms")
         if self.inference == "central" and (self.backend != "local" or self.env_groups != 1):

@@ -319,6 +319,9 @@ BAD_INPUTS = {
                               r"one environment family.*CartPole-v1: classic_control, Pendulum-v1: continuous"),
     "unknown-suite": (["--suite", "atari99"], r"--suite atari99 is not one of: minatar5, minatar3, atari5"),
     "suite-and-env": (["--suite", "minatar3"], r"--suite names the run's environments: give it instead of --env"),
+    "stop-at-return-not-a-number": (["--stop-at-return", "high"],
+                                    r"stop_at_return must be one number or one per task \(1\), comma-separated; "
+                                    r"got 'high'"),
     "fewer-envs-than-tasks": (["--env", "CartPole-v1,Acrobot-v1,MountainCar-v0", "--num-actors", "1",
                                "--envs-per-actor", "2", "--batch-size", "2"],
                               r"3 tasks need at least as many environments; got .* = 2"),

@@ -1,5 +1,8 @@
 """Learning tests: the README's promise that a run learns, with fixed seeds and budgets,
-each run with its family's preset (no tuning flags) through the real CLI.
+each run with its family's preset (no tuning flags) through the real CLI. Each run stops
+as soon as its threshold is reached (``--stop-at-return``: the 100-episode mean, as the
+targets are stated) and must do so within its budget of frames (``stop_reason`` 'target',
+not 'done').
 
 - CartPole-v1 (random policy: mean return about 22) must reach a mean episode return of
   at least 400 over the last 100 episodes within the classic-control preset's 500k
@@ -61,15 +64,22 @@ def _train(tmp_path: Path, *flags: str, env: str = "CartPole-v1", seed: int = 1)
     pytest.param("MinAtar/Breakout-v1", 500_000, 4.0, "local", marks=pytest.mark.exclusive),
 ])
 def test_gaussian_and_conv_policies_learn(tmp_path, env, frames, threshold, backend):
-    summary, _ = _train(tmp_path, "--total-frames", str(frames), "--backend", backend, env=env, seed=0)
-    assert summary["stop_reason"] == "done" and summary["frames"] >= frames
+    summary, _ = _train(tmp_path, "--total-frames", str(frames), "--backend", backend, "--stop-at-return",
+                        str(threshold), env=env, seed=0)
+    assert_reached(summary, threshold, frames)
+
+
+def assert_reached(summary: dict, threshold: float, frames: int) -> None:
+    """The run stopped because its 100-episode mean reached ``threshold``, within ``frames``."""
+    assert summary["stop_reason"] == "target" and summary["frames"] <= frames, summary
     assert summary["mean_return"] >= threshold, summary
 
 
 def test_two_tasks_with_rewards_a_thousand_times_apart_both_learn_with_popart(tmp_path):
     env = "CartPole-v1,impala_test_envs:ImpalaTest/CartPoleX1000-v1"
-    summary, rows = _train(tmp_path, "--popart", "--total-frames", "600000", "--backend", "serial", env=env, seed=0)
-    assert summary["stop_reason"] == "done"
+    summary, rows = _train(tmp_path, "--popart", "--total-frames", "600000", "--backend", "serial",
+                           "--stop-at-return", "300,300000", env=env, seed=0)
+    assert summary["stop_reason"] == "target" and summary["frames"] <= 600_000, summary
     last = rows[-1]
     steps = {"CartPole": float(last["return_CartPole"]), "CartPoleX1000": float(last["return_CartPoleX1000"]) / 1000}
     assert min(steps.values()) >= 300, steps

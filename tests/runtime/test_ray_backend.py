@@ -291,7 +291,8 @@ def test_cli_local_ray_and_resume(tmp_path, no_new_ray_services):
 def test_two_nodes_learn_cartpole_through_an_actor_kill(tmp_path, cluster):
     c, head, worker = cluster
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(train_cmd(run_dir, "--ray-address", c.address, "--num-actors", "2", "--seed", "1"),
+    proc = subprocess.Popen(train_cmd(run_dir, "--ray-address", c.address, "--num-actors", "2", "--seed", "1",
+                                      "--stop-at-return", str(THRESHOLD)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_until(lambda: len({a for a, _, _ in actor_lines(run_dir)}) == 2 and
@@ -305,7 +306,7 @@ def test_two_nodes_learn_cartpole_through_an_actor_kill(tmp_path, cluster):
             proc.wait()
     assert proc.returncode == 0, stderr[-3000:]
     summary = read_summary(run_dir)
-    assert summary["stop_reason"] == "done" and summary["frames"] >= 500_000
+    assert summary["stop_reason"] == "target" and summary["frames"] <= 500_000, summary  # within the budget
     assert summary["mean_return"] >= THRESHOLD, summary
     assert summary["actor_restarts"] >= 1, summary
     lines = actor_lines(run_dir)

@@ -3,7 +3,8 @@
 ``impala train``, each peer learner of ``--num-learners N`` and ``impala bench`` all run
 :func:`run_loop`; what differs between them is their hooks. A hook is called after every
 update with a :class:`Step` and may return a stop reason (a string) to end the loop.
-Logging, checkpointing and the non-finite-loss stop are hooks here; evaluation
+Logging, checkpointing, the non-finite-loss stop and the early stop at a target return
+(``--stop-at-return``) are hooks here; evaluation
 (``--eval-interval``, :func:`impala_rl.runtime.play.evaluation_hook`) and population based
 training's exploit/explore (:func:`impala_rl.pbt.run.pbt_hook`) are hooks too.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
@@ -60,6 +62,22 @@ def stop_on_nonfinite(learner, max_nonfinite: int) -> Hook:
             log.error("stopping: %d non-finite losses in a row (last good weights kept in the checkpoint); "
                       "try a lower --learning-rate or --grad-norm-clip", learner.nonfinite_in_a_row)
             return "nonfinite"
+        return None
+    return hook
+
+
+def stop_at_return(targets: tuple[float, ...], window: int = 100) -> Hook:
+    """Stop (``'target'``) once every task's mean return over its last ``window`` episodes
+    reaches its target (``targets[task]``); a task with fewer episodes has not."""
+    recent = [deque(maxlen=window) for _ in targets]
+
+    def hook(step: Step) -> Optional[str]:
+        for episode in step.episodes:
+            recent[episode.task].append(episode.ret)
+        if all(len(r) == window and sum(r) / window >= t for r, t in zip(recent, targets)):
+            log.info("target reached: the last-%d-episode mean return of every task is at least its target (%s) "
+                     "at %d frames", window, ", ".join(f"{t:g}" for t in targets), step.frames)
+            return "target"
         return None
     return hook
 

@@ -19,7 +19,7 @@ from impala_rl.logging import RunLogger
 from impala_rl.runtime.backends import check_backend, make_backend
 from impala_rl.runtime.backends.base import ActorFailure
 from impala_rl.runtime.builders import build_learner, probe_env, resolve_device
-from impala_rl.runtime.loop import every, run_loop, stop_on_nonfinite
+from impala_rl.runtime.loop import every, run_loop, stop_at_return, stop_on_nonfinite
 from impala_rl.runtime.play import evaluation_hook
 from impala_rl.runtime.replay import MixedReplay, make_replay_buffer
 from impala_rl.runtime.sources import FreshUnrolls
@@ -32,7 +32,7 @@ class TrainResult:
     run_dir: Path
     frames: int
     version: int
-    stop_reason: str  # 'done' | 'interrupted' | 'nonfinite' | 'actor_failure'
+    stop_reason: str  # 'done' | 'target' | 'interrupted' | 'nonfinite' | 'actor_failure' | 'crashed'
     last_metrics: dict
     actor_restarts: int
     mean_return: float
@@ -91,7 +91,8 @@ class Trainer:
             logger.record(step.frames, step.metrics, step.episodes, info)
 
         evaluation = [evaluation_hook(cfg, self.env_spec, learner)] if cfg.eval_interval else []
-        hooks = [stop_on_nonfinite(learner, cfg.max_nonfinite), *evaluation, log_step,
+        target = [stop_at_return(cfg.stop_returns)] if cfg.stop_returns else []
+        hooks = [stop_on_nonfinite(learner, cfg.max_nonfinite), *evaluation, log_step, *target,
                  every(cfg.checkpoint_interval * 60, lambda: self.checkpoint(restarts, time.time() - start)),
                  *extra_hooks]
         self.save_now = lambda: self.checkpoint(restarts, time.time() - start)
