@@ -101,8 +101,15 @@ def run_task(name: str, out: Path, seed: int, extra: list[str], frames: int | No
            "--total-frames", str(frames or task.frames), "--run-dir", str(run_dir), "--quiet", *extra]
     print(f"[learning] {name}: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
     start = time.time()
-    subprocess.run(cmd, check=True)
+    code = subprocess.run(cmd).returncode
+    if code:
+        raise TaskFailed(f"[learning] {name}: impala train exited with {code} (its message is above); "
+                         f"the suite stops here")
     return summarise(name, task, run_dir, time.time() - start)
+
+
+class TaskFailed(RuntimeError):
+    """A task's training run did not finish (the suite reports it in one line)."""
 
 
 def format_table(results: list[TaskResult]) -> str:
@@ -126,7 +133,11 @@ def main_learning(suite: str, out: str, seed: int, extra: list[str], as_json: bo
                          f"{', '.join([*SUITES, *TASKS])}")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = [run_task(name, out_dir, seed, extra, frames) for name in names]
+    try:
+        results = [run_task(name, out_dir, seed, extra, frames) for name in names]
+    except TaskFailed as e:
+        print(e, file=sys.stderr)
+        return 1
     (out_dir / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
     print(json.dumps([asdict(r) for r in results], indent=2) if as_json else format_table(results))
     return 0

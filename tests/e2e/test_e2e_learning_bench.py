@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -51,3 +52,17 @@ def test_cli_refuses_an_unknown_suite_and_tuning_flags(tmp_path):
     proc = bench("--learning", "quick", "--learning-rate", "0.1")
     assert proc.returncode == 2 and "--learning-rate" in proc.stderr and "benchmarks/learning.py" in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_task_whose_run_fails_ends_the_suite_in_one_line(tmp_path):
+    stray = tmp_path / "cartpole-seed0"
+    stray.mkdir(parents=True)
+    (stray / "train.log").write_text("a run that died before its first checkpoint\n")
+    proc = subprocess.run([sys.executable, "benchmarks/learning.py", "cartpole", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert "already holds files but no checkpoint" in proc.stderr
+    assert lines[-1] == "[learning] cartpole: impala train exited with 2 (its message is above); the suite stops here"
