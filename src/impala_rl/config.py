@@ -169,8 +169,8 @@ class TrainConfig:
     seed: int = _f(0, "Random seed (environments, actions, initial weights).", "runtime")
     max_nonfinite: int = _f(10, "Stop after this many consecutive non-finite losses (updates are skipped).", "runtime")
     stop_at_return: str = _f("", "Stop early (stop_reason 'target', exit 0) once the mean return over the last 100 "
-                             "episodes reaches this: one number, or one per task, comma-separated; empty = train "
-                             "to --total-frames.", "runtime")
+                             "episodes reaches this: one number, or one per task, comma-separated (negative ones "
+                             "after '=': --stop-at-return=-150,-200); empty = train to --total-frames.", "runtime")
     # --- ray (--backend ray; docs/distributed.md) -------------------------------------
     ray_address: str = _f("local", "Ray cluster to join: auto (the one `ray start` runs on this machine) or "
                           "HEAD_IP:6379; local = start a private Ray for this run, on 127.0.0.1.", "ray")
