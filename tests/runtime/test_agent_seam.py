@@ -85,4 +85,4 @@ def test_the_agents_option_changes_its_loss(tmp_path):
     loss0, m0 = plain.loss(model, batch)
     loss1, m1 = bonus.loss(model, batch)
     assert float(m0["reinforce_entropy"]) > 0.5  # near log 2 for a fresh policy
-    assert float(loss1) == pytest.approx(float(loss0) - float(m1["reinforce_entropy"]), abs=1e-6)
+    assert loss1.detach().item() == pytest.approx(loss0.detach().item() - float(m1["reinforce_entropy"]), abs=1e-6)
