@@ -141,7 +141,7 @@ def _train_config(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     from impala_rl.envs import check_env_id
     from impala_rl.logging import setup_logging
-    from impala_rl.runtime.train import Trainer
+    from impala_rl.runtime.train import FINISHED, Trainer
 
     cfg, state, note = _train_config(args)
     try:
@@ -187,7 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     if result.stop_reason == "interrupted":  # the shell's convention: 128 + the signal's number
         return 128 + _STOP_SIGNAL.get("signum", signal.SIGINT)
-    return 0 if result.stop_reason in ("done", "target") else 1
+    return 0 if result.stop_reason in FINISHED else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -269,8 +269,8 @@ def _pbt_rules(args: argparse.Namespace, optimizer: str):
     fallback = {"baseline_cost": (1e-3, 10.0), "adam_epsilon": (1e-10, 1e-2)}
     bounds = {n: given.get(n, defaults.bounds.get(n, fallback.get(n))) for n in names}
     try:
-        return Rules(ready_episodes=args.ready_episodes, ready_frames=args.ready_frames, margin=args.margin, factors=tuple(args.perturb_factors),
-                     probability=args.perturb_probability, bounds=bounds)
+        return Rules(ready_episodes=args.ready_episodes, ready_frames=args.ready_frames, margin=args.margin,
+                     factors=tuple(args.perturb_factors), probability=args.perturb_probability, bounds=bounds)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -279,6 +279,7 @@ def cmd_pbt(args: argparse.Namespace) -> int:
     from impala_rl.envs import check_env_id
     from impala_rl.logging import setup_logging
     from impala_rl.pbt.run import PopulationConfig, load_population, new_population, run_population
+    from impala_rl.runtime.train import FINISHED
 
     if args.resume:
         if _explicit_fields(args) or args.pop_dir:
@@ -341,7 +342,7 @@ def cmd_pbt(args: argparse.Namespace) -> int:
               + " ".join(f"{k}={v:.3g}" for k, v in m["hparams"].items() if k in pop.rules.bounds))
     print(f"best {summary['best']}, median {summary['median']}; {summary['events']} events in "
           f"{Path(pcfg.pop_dir) / 'events.jsonl'}; `impala plot {pcfg.pop_dir}` draws the population")
-    return 0 if all(m.get("stop_reason") in ("done", "target") for m in summary["members"].values()) else 1
+    return 0 if all(m.get("stop_reason") in FINISHED for m in summary["members"].values()) else 1
 
 
 # ----------------------------------------------------------------------------- eval / plot

@@ -163,6 +163,11 @@ class RunLogger:
         if now - self.last_time >= self.interval:
             self.flush(frames, now)
 
+    def recent_windows(self) -> list[deque]:
+        """Each task's returns of its last ``window`` episodes (one deque for a single task),
+        live: :meth:`record` appends to them."""
+        return self.task_returns if self.labels else [self.recent_returns]
+
     def flush(self, frames: int, now: float | None = None) -> dict[str, float]:
         """Write one row for the steps since the last flush (none if there were none)."""
         if self.steps == self.last_steps and self.last_row:

@@ -1,5 +1,7 @@
 """--stop-at-return: the early stop once every task's recent mean return reaches its target."""
 
+from collections import deque
+
 import pytest
 
 from impala_rl.config import ConfigError, TrainConfig
@@ -7,23 +9,47 @@ from impala_rl.runtime.actor import EpisodeStats
 from impala_rl.runtime.loop import Step, stop_at_return
 
 
-def step(*episodes):
-    return Step(frames=100, version=1, metrics={}, episodes=[EpisodeStats(r, 10, t) for t, r in episodes],
-                wait_s=0.0, publish_s=0.0)
+class Windows:
+    """The logger's side: each task's last ``size`` returns, filled before the hook runs."""
+
+    def __init__(self, tasks: int, size: int):
+        self.windows = [deque(maxlen=size) for _ in range(tasks)]
+
+    def step(self, hook, *episodes):
+        for task, ret in episodes:
+            self.windows[task].append(ret)
+        return hook(Step(frames=100, version=1, metrics={}, episodes=[], wait_s=0.0, publish_s=0.0))
 
 
 def test_stops_only_when_every_task_s_full_window_mean_reaches_its_target():
-    hook = stop_at_return((10.0, 1000.0), window=3)
-    assert hook(step((0, 50.0), (0, 50.0))) is None  # two episodes: not a full window
-    assert hook(step((0, 50.0), (1, 0.0), (1, 0.0))) is None  # task 0 there; task 1 not a full window
-    assert hook(step((1, 0.0))) is None  # task 1's full window: mean 0 < 1000
-    assert hook(step((1, 3000.0))) == "target"  # task 1's last three: 0, 0, 3000 -> 1000
+    w = Windows(2, 3)
+    hook = stop_at_return((10.0, 1000.0), w.windows)
+    assert w.step(hook, (0, 50.0), (0, 50.0)) is None  # two episodes: not a full window
+    assert w.step(hook, (0, 50.0), (1, 0.0), (1, 0.0)) is None  # task 0 there; task 1 not a full window
+    assert w.step(hook, (1, 0.0)) is None  # task 1's full window: mean 0 < 1000
+    assert w.step(hook, (1, 3000.0)) == "target"  # task 1's last three: 0, 0, 3000 -> 1000
 
 
 def test_a_falling_mean_does_not_stop():
-    hook = stop_at_return((10.0,), window=2)
-    assert hook(step((0, 9.0), (0, 10.0))) is None  # 9.5
-    assert hook(step((0, 11.0))) == "target"  # 10, 11 -> 10.5
+    w = Windows(1, 2)
+    hook = stop_at_return((10.0,), w.windows)
+    assert w.step(hook, (0, 9.0), (0, 10.0)) is None  # 9.5
+    assert w.step(hook, (0, 11.0)) == "target"  # 10, 11 -> 10.5
+
+
+def test_the_hook_reads_the_run_logger_s_windows(tmp_path):
+    from impala_rl.logging import RunLogger
+
+    logger = RunLogger(tmp_path, 1000, quiet=True, tensorboard=False, window=2, tasks=("CartPole-v1", "Acrobot-v1"))
+    hook = stop_at_return((10.0, -100.0), logger.recent_windows())
+    step = Step(frames=10, version=1, metrics={}, wait_s=0.0, publish_s=0.0,
+                episodes=[EpisodeStats(20.0, 20, 0), EpisodeStats(-90.0, 90, 1), EpisodeStats(20.0, 20, 0)])
+    logger.record(step.frames, {}, step.episodes, {})
+    assert hook(step) is None  # Acrobot: one episode of two
+    more = Step(frames=20, version=2, metrics={}, wait_s=0.0, publish_s=0.0, episodes=[EpisodeStats(-80.0, 80, 1)])
+    logger.record(more.frames, {}, more.episodes, {})
+    assert hook(more) == "target"
+    logger.close()
 
 
 @pytest.mark.parametrize("text,env,expected", [

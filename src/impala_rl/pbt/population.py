@@ -15,6 +15,7 @@ import json
 import os
 import random
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,9 @@ def rules_to_dict(rules: Rules) -> dict:
 
 
 def rules_from_dict(d: dict) -> Rules:
-    return Rules(ready_episodes=d["ready_episodes"], ready_frames=d.get("ready_frames", 0), margin=d["margin"], factors=tuple(d["factors"]),
-                 probability=d["probability"], bounds={k: tuple(v) for k, v in d["bounds"].items()})
+    return Rules(ready_episodes=d["ready_episodes"], ready_frames=d.get("ready_frames", 0), margin=d["margin"],
+                 factors=tuple(d["factors"]), probability=d["probability"],
+                 bounds={k: tuple(v) for k, v in d["bounds"].items()})
 
 
 class Population:
@@ -179,12 +181,13 @@ class Window:
 
     tasks: tuple[str, ...]
     limit: int | None = None
-    returns: list[tuple[int, float]] = field(default_factory=list)
+    returns: deque[tuple[int, float]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.returns = deque(maxlen=self.limit)
 
     def add(self, task: int, ret: float) -> None:
         self.returns.append((task, ret))
-        if self.limit is not None and len(self.returns) > self.limit:
-            del self.returns[0]
 
     def __len__(self) -> int:
         return len(self.returns)

@@ -2,8 +2,8 @@
 
 Each member is an ``impala train`` run with its own run directory
 (``<pop_dir>/members/<name>``) and one extra hook on the training loop
-(:func:`pbt_hook`): every ``ready_episodes`` episodes (and ``ready_frames`` frames) it writes its checkpoint, reports its
-fitness to the controller (:class:`~impala_rl.pbt.population.Population`) and applies the
+(:func:`pbt_hook`): every ``ready_episodes`` episodes (and ``ready_frames`` frames) it
+writes its checkpoint, reports its fitness to the controller (:class:`~impala_rl.pbt.population.Population`) and applies the
 answer (exploit: copy another member's weights, optimiser state and hyperparameters;
 explore: perturb) to its running learner, without a restart.
 
@@ -51,14 +51,15 @@ def pbt_hook(trainer, name: str, rules: Rules, ready: Callable[..., Decision],
     ``ready(name, fitness, frames, hparams, trainer)`` asks the controller; ``load`` turns the
     answer's checkpoint handle into the source member's state."""
     window = Window(trainer.cfg.tasks, limit=rules.ready_episodes)
-    last_ready = [trainer.learner.frames]
+    last_ready = trainer.learner.frames
 
     def hook(step) -> Optional[str]:
+        nonlocal last_ready
         for episode in step.episodes:
             window.add(episode.task, episode.ret)
-        if not is_ready(len(window), step.frames - last_ready[0], rules):
+        if not is_ready(len(window), step.frames - last_ready, rules):
             return None
-        last_ready[0] = step.frames
+        last_ready = step.frames
         trainer.save_now()  # what another member copies when it exploits this one
         decision = ready(name, window.fitness(), step.frames, trainer.learner.hyperparameters(), trainer)
         if decision.source is not None:

@@ -66,17 +66,14 @@ def stop_on_nonfinite(learner, max_nonfinite: int) -> Hook:
     return hook
 
 
-def stop_at_return(targets: tuple[float, ...], window: int = 100) -> Hook:
-    """Stop (``'target'``) once every task's mean return over its last ``window`` episodes
-    reaches its target (``targets[task]``); a task with fewer episodes has not."""
-    recent = [deque(maxlen=window) for _ in targets]
-
+def stop_at_return(targets: tuple[float, ...], windows: list[deque]) -> Hook:
+    """Stop (``'target'``) once every task's window of recent returns (``windows[task]``, a
+    bounded deque kept by the run's logger, which records the step's episodes first) is full
+    and its mean reaches the task's target; a task with fewer episodes has not."""
     def hook(step: Step) -> Optional[str]:
-        for episode in step.episodes:
-            recent[episode.task].append(episode.ret)
-        if all(len(r) == window and sum(r) / window >= t for r, t in zip(recent, targets)):
+        if all(len(w) == w.maxlen and sum(w) / len(w) >= t for w, t in zip(windows, targets)):
             log.info("target reached: the last-%d-episode mean return of every task is at least its target (%s) "
-                     "at %d frames", window, ", ".join(f"{t:g}" for t in targets), step.frames)
+                     "at %d frames", windows[0].maxlen, ", ".join(f"{t:g}" for t in targets), step.frames)
             return "target"
         return None
     return hook

@@ -27,6 +27,9 @@ from impala_rl.runtime.sources import FreshUnrolls
 log = logging.getLogger("impala_rl")
 
 
+FINISHED = ("done", "target")  # stop reasons of a run that ended as asked (exit 0)
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -91,7 +94,7 @@ class Trainer:
             logger.record(step.frames, step.metrics, step.episodes, info)
 
         evaluation = [evaluation_hook(cfg, self.env_spec, learner)] if cfg.eval_interval else []
-        target = [stop_at_return(cfg.stop_returns)] if cfg.stop_returns else []
+        target = [stop_at_return(cfg.stop_returns, logger.recent_windows())] if cfg.stop_returns else []
         hooks = [stop_on_nonfinite(learner, cfg.max_nonfinite), *evaluation, log_step, *target,
                  every(cfg.checkpoint_interval * 60, lambda: self.checkpoint(restarts, time.time() - start)),
                  *extra_hooks]
