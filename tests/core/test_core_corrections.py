@@ -10,7 +10,8 @@ The case (T=2, B=1):
     v_0 = r_0 + 0.9 * v_1   = 1 + 3.42 = 4.42     (= 1 + 0.9*2 + 0.81*2, the 2-step return)
     A_0 = r_0 + 0.9 v_1 - V_0 = 4.42 - 0.5 = 3.92
     A_1 = r_1 + 0.9 * 2 - V_1 = 3.8 - 1.0  = 2.8
-'1step_is': same vs; A = [2 * 3.92, 0.5 * 2.8] = [7.84, 1.4]   (unclipped IS weights)
+'1step_is': same vs; the IS weight clipped at 1 (the paper, section 5.2.2):
+    A = [min(1, 2) * 3.92, 0.5 * 2.8] = [3.92, 1.4];  unclipped (threshold None): [7.84, 1.4]
 'vtrace' (all thresholds 1): rho = c = [1, 0.5]
     delta_1 = 0.5 * (2 + 0.9*2 - 1)   = 1.4          v_1 = 1 + 1.4 = 2.4
     delta_0 = 1 * (1 + 0.9*1 - 0.5)   = 1.4
@@ -49,17 +50,18 @@ def _case():
 
 
 @pytest.mark.parametrize(
-    "correction, lambda_, vs, advantages",
+    "correction, lambda_, clip_pg, vs, advantages",
     [
-        ("none", 1.0, [4.42, 3.8], [3.92, 2.8]),
-        ("epsilon", 1.0, [4.42, 3.8], [3.92, 2.8]),
-        ("1step_is", 1.0, [4.42, 3.8], [7.84, 1.4]),
-        ("vtrace", 1.0, [3.16, 2.4], [2.66, 1.4]),
-        ("none", 0.5, [3.16, 3.8], [3.92, 2.8]),
+        ("none", 1.0, 1.0, [4.42, 3.8], [3.92, 2.8]),
+        ("epsilon", 1.0, 1.0, [4.42, 3.8], [3.92, 2.8]),
+        ("1step_is", 1.0, 1.0, [4.42, 3.8], [3.92, 1.4]),
+        ("1step_is", 1.0, None, [4.42, 3.8], [7.84, 1.4]),
+        ("vtrace", 1.0, 1.0, [3.16, 2.4], [2.66, 1.4]),
+        ("none", 0.5, 1.0, [3.16, 3.8], [3.92, 2.8]),
     ],
 )
-def test_hand_computed_case(correction, lambda_, vs, advantages):
-    result = compute_targets(correction, **_case(), lambda_=lambda_)
+def test_hand_computed_case(correction, lambda_, clip_pg, vs, advantages):
+    result = compute_targets(correction, **_case(), lambda_=lambda_, clip_pg_rho_threshold=clip_pg)
     assert isinstance(result, VTraceReturns)
     expected = lambda x: torch.tensor(x, dtype=torch.float64).reshape(-1, 1)  # noqa: E731
     torch.testing.assert_close(result.vs, expected(vs))
@@ -67,12 +69,29 @@ def test_hand_computed_case(correction, lambda_, vs, advantages):
 
 
 @pytest.mark.parametrize("correction", ["none", "1step_is", "epsilon"])
-def test_clip_thresholds_only_affect_vtrace(correction):
+def test_value_clip_thresholds_only_affect_vtrace(correction):
     default = compute_targets(correction, **_case())
-    clipped = compute_targets(correction, **_case(), clip_rho_threshold=0.1,
-                              clip_c_threshold=0.1, clip_pg_rho_threshold=0.1)
+    clipped = compute_targets(correction, **_case(), clip_rho_threshold=0.1, clip_c_threshold=0.1)
     torch.testing.assert_close(default.vs, clipped.vs)
     torch.testing.assert_close(default.pg_advantages, clipped.pg_advantages)
+
+
+@pytest.mark.parametrize("correction, weights", [("none", [1.0, 1.0]), ("epsilon", [1.0, 1.0]),
+                                                 ("1step_is", [0.1, 0.1]), ("vtrace", [0.1, 0.1])])
+def test_policy_gradient_clip_applies_to_vtrace_and_1step_is(correction, weights):
+    """``clip_pg_rho_threshold`` clips the policy gradient's weight (IS weights [2, 0.5])."""
+    result = compute_targets(correction, **_case(), clip_pg_rho_threshold=0.1)
+    torch.testing.assert_close(result.pg_rhos, torch.tensor(weights, dtype=torch.float64).reshape(-1, 1))
+    torch.testing.assert_close(result.pg_advantages, result.pg_rhos * result.advantages)
+
+
+@pytest.mark.parametrize("correction", ["vtrace", "1step_is"])
+def test_a_step_with_zero_importance_weight_has_zero_policy_gradient_weight(correction):
+    case = _case()
+    case["log_rhos"] = torch.tensor([[-math.inf], [math.log(0.5)]], dtype=torch.float64)
+    result = compute_targets(correction, **case)
+    assert result.pg_rhos[0, 0] == 0 and result.pg_advantages[0, 0] == 0
+    assert torch.isfinite(result.advantages).all() and torch.isfinite(result.vs).all()
 
 
 def test_targets_have_no_gradient():

@@ -12,7 +12,7 @@ from impala_rl.core.vtrace import from_importance_weights
 
 METRIC_KEYS = {
     "total_loss", "pg_loss", "baseline_loss", "entropy_loss", "entropy", "mean_rho",
-    "rho_clipped_fraction", "mean_vs", "mean_advantage", "vs",
+    "rho_clipped_fraction", "rho_small_fraction", "mean_vs", "mean_advantage", "vs",
 }
 T, B, A = 5, 3, 4
 
@@ -166,6 +166,7 @@ def test_metrics_on_a_known_case():
         assert not value.requires_grad, key
         assert value.shape == ((2, 2) if key == "vs" else ()), key
     assert metrics["rho_clipped_fraction"].item() == pytest.approx(0.25)
+    assert metrics["rho_small_fraction"].item() == 0.0
     assert metrics["mean_rho"].item() == pytest.approx((2 + 3 * 2 / 3) / 4)
     assert metrics["entropy"].item() == pytest.approx(math.log(2))
     # discounts 0, values 0, reward 1: vs = clipped rho * 1 = [[1, 2/3], [2/3, 2/3]].
@@ -253,14 +254,22 @@ def test_shape_errors_name_the_shapes():
         impala_loss(**batch, correction="bogus")
 
 
-def test_normalized_advantages_are_standardised_before_the_policy_gradient():
+def _unweighted_advantages(batch, targets):
+    """``r_s + gamma_s v_{s+1} - V(x_s)`` (``v_T = V(x_T)``), from the literal definition."""
+    next_vs = torch.cat([targets.vs[1:], batch["bootstrap_value"].detach()[None]])
+    return batch["rewards"] + batch["discounts"] * next_vs - batch["values"].detach()
+
+
+def test_normalized_advantages_standardise_the_unweighted_advantage_then_apply_the_weight():
     batch = _batch("categorical", seed=5)
     loss, metrics = impala_loss(**batch, normalize_advantages=True)
-    adv = _reference_targets("categorical", batch).pg_advantages
+    targets = _reference_targets("categorical", batch)
+    adv = _unweighted_advantages(batch, targets)
     standardised = (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-8)
+    weights = _reference_log_rhos("categorical", batch).exp().clamp(max=1.0)
     log_pi = D.log_prob("categorical", batch["target_params"], batch["actions"]).detach()
-    torch.testing.assert_close(metrics["pg_loss"], -(log_pi * standardised).sum())
-    assert abs(float(metrics["mean_advantage"])) < 1e-9
+    torch.testing.assert_close(metrics["pg_loss"], -(log_pi * weights * standardised).sum())
+    torch.testing.assert_close(metrics["mean_advantage"], (weights * standardised).mean())
     # Value targets and the baseline loss do not change.
     _, plain = impala_loss(**_batch("categorical", seed=5))
     torch.testing.assert_close(metrics["vs"], plain["vs"])
@@ -271,6 +280,78 @@ def test_normalized_advantages_are_standardised_before_the_policy_gradient():
         scaled[key] = (10 * scaled[key].detach()).requires_grad_(key != "rewards")
     _, scaled_metrics = impala_loss(**scaled, normalize_advantages=True)
     torch.testing.assert_close(scaled_metrics["pg_loss"], metrics["pg_loss"])
+
+
+@pytest.mark.parametrize("correction", ["vtrace", "1step_is", "none"])
+def test_normalized_advantages_on_policy_equal_the_standardised_weighted_advantage(correction):
+    """With rho = 1 everywhere, weighting before or after standardising is the same: the loss
+    (value and gradient) equals the one that standardised the weighted advantage."""
+    batch = _batch("categorical", seed=6)
+    batch["behaviour_params"] = batch["target_params"].detach().clone()
+    loss, metrics = impala_loss(**batch, correction=correction, normalize_advantages=True)
+    adv = _reference_targets("categorical", batch).pg_advantages  # rho = 1: weighted = unweighted
+    standardised = (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-8)
+    log_pi = D.log_prob("categorical", batch["target_params"], batch["actions"])
+    reference = (-(log_pi * standardised).sum() + 0.5 * baseline_loss(metrics["vs"], batch["values"])
+                 + 0.01 * entropy_loss("categorical", batch["target_params"]))
+    torch.testing.assert_close(loss, reference, rtol=1e-12, atol=1e-12)
+    assert abs(float(metrics["mean_advantage"])) < 1e-9
+    grad = torch.autograd.grad(loss, batch["target_params"])[0]
+    ref_grad = torch.autograd.grad(reference, batch["target_params"])[0]
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("correction", ["vtrace", "1step_is"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_a_step_the_policy_would_not_take_adds_no_policy_gradient(correction, normalize):
+    """Step (1, 2): pi(a) = exp(-1e4), so rho = 0 (log rho = -inf in floating point). Its
+    policy-gradient weight is 0, and with standardised advantages too it contributes no
+    gradient (before the fix it got -mean/std times a large grad log pi)."""
+    batch = _batch("categorical", seed=7)
+    target = batch["target_params"].detach().clone()
+    action = int(batch["actions"][1, 2])
+    target[1, 2, action] = -1e4
+    batch["target_params"] = target.requires_grad_(True)
+    assert _reference_log_rhos("categorical", batch)[1, 2].exp() == 0
+    loss, metrics = impala_loss(**batch, correction=correction, entropy_cost=0.0,
+                                normalize_advantages=normalize)
+    grad = torch.autograd.grad(loss, batch["target_params"])[0]
+    assert torch.equal(grad[1, 2], torch.zeros_like(grad[1, 2]))
+    assert grad.abs().sum() > 0  # the other steps do contribute
+    assert metrics["rho_small_fraction"].item() >= 1 / (T * B)
+
+
+def test_1step_is_clips_its_weight_at_clip_pg_rho_threshold():
+    batch = _batch("categorical", seed=8)
+    log_rhos = _reference_log_rhos("categorical", batch)
+    assert log_rhos.exp().max() > 1  # some weights above the threshold
+    targets = _on_policy_targets(batch)
+    log_pi = D.log_prob("categorical", batch["target_params"], batch["actions"]).detach()
+    for threshold in (1.0, 0.5, None):
+        _, metrics = impala_loss(**batch, correction="1step_is", clip_pg_rho_threshold=threshold)
+        weights = log_rhos.exp() if threshold is None else log_rhos.exp().clamp(max=threshold)
+        torch.testing.assert_close(metrics["pg_loss"], -(log_pi * weights * targets.pg_advantages).sum())
+
+
+def test_replayed_trajectories_get_their_own_rho_figures():
+    # pi uniform over 2 actions; mu(a=0) = 0.25 -> rho 2, mu(a=1) = 0.75 -> rho 2/3,
+    # and a column whose action pi gives exp(-30): rho ~ 2.5e-13 / 0.75 < 0.1.
+    target = torch.zeros(2, 3, 2, dtype=torch.float64)
+    target[:, 2, 1] = -30.0
+    behaviour = torch.log(torch.tensor([0.25, 0.75], dtype=torch.float64)).expand(2, 3, 2)
+    batch = dict(target_params=target, values=torch.zeros(2, 3, dtype=torch.float64),
+                 bootstrap_value=torch.zeros(3, dtype=torch.float64), behaviour_params=behaviour,
+                 actions=torch.tensor([[0, 1, 1], [0, 1, 1]]), rewards=torch.ones(2, 3, dtype=torch.float64),
+                 discounts=torch.zeros(2, 3, dtype=torch.float64))
+    _, metrics = impala_loss(**batch, replayed=torch.tensor([False, True, True]))
+    rho_small = math.exp(-30) / (1 + math.exp(-30)) / 0.75
+    assert metrics["replay_mean_rho"].item() == pytest.approx((2 / 3 + rho_small) / 2)
+    assert metrics["replay_rho_clipped_fraction"].item() == 0.0
+    assert metrics["replay_rho_small_fraction"].item() == 0.5
+    assert metrics["rho_clipped_fraction"].item() == pytest.approx(1 / 3)
+    assert metrics["rho_small_fraction"].item() == pytest.approx(1 / 3)
+    _, fresh_only = impala_loss(**batch, replayed=torch.tensor([False, False, False]))
+    assert not any(key.startswith("replay_") for key in fresh_only)
 
 
 def test_standardize_handles_constant_input():

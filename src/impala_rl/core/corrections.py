@@ -18,8 +18,10 @@ correction, so the loss does not care which one is used. With the notation of
 ``'1step_is'`` (1-step importance sampling)
     "No correction when estimating V(x_s); at each time step t the policy gradient is
     weighted by the importance weight rho_t": ``vs`` as in ``'none'``;
-    ``pg_advantages[t] = IS_t * (r_t + gamma_t v_{t+1} - V(x_t))`` with ``IS_t``
-    UNCLIPPED, as in the paper (``clip_pg_rho_threshold`` is ignored).
+    ``pg_advantages[t] = min(rho_bar_pg, IS_t) * (r_t + gamma_t v_{t+1} - V(x_t))``. The
+    paper (section 5.2.2): "For V-trace and 1-step importance sampling we clip each
+    importance weight rho_t and c_t at 1", so ``clip_pg_rho_threshold`` (default 1)
+    clips it; None leaves it unclipped.
 
 ``'epsilon'`` (epsilon-correction)
     Targets as ``'none'``. The correction lives in the policy-gradient loss: ``log pi(a)``
@@ -27,7 +29,10 @@ correction, so the loss does not care which one is used. With the notation of
     below by ``log(EPSILON)`` and keeps a vanishing ``pi(a)`` from producing huge
     gradients. :func:`policy_gradient_log_probs` applies it; the loss calls it.
 
-The clip thresholds only affect ``'vtrace'``; ``lambda_`` affects every correction.
+``clip_rho_threshold`` and ``clip_c_threshold`` only affect ``'vtrace'``;
+``clip_pg_rho_threshold`` affects ``'vtrace'`` and ``'1step_is'``; ``lambda_`` affects
+every correction. Every correction returns the importance weight of its policy gradient
+(``pg_rhos``: 1 where it has none) apart from the unweighted advantage.
 """
 
 from __future__ import annotations
@@ -151,6 +156,7 @@ def compute_targets(
     )
     if correction == "1step_is":
         with torch.no_grad():
-            pg_advantages = torch.exp(log_rhos) * uncorrected.pg_advantages
-        return VTraceReturns(vs=uncorrected.vs, pg_advantages=pg_advantages)
+            rhos = torch.exp(log_rhos)
+            pg_rhos = rhos if clip_pg_rho_threshold is None else rhos.clamp(max=clip_pg_rho_threshold)
+        return uncorrected._replace(pg_rhos=pg_rhos)
     return uncorrected  # 'none' and 'epsilon'

@@ -26,7 +26,13 @@ __all__ = [
     "entropy_loss",
     "impala_loss",
     "standardize",
+    "rho_statistics",
+    "SMALL_RHO",
 ]
+
+SMALL_RHO = 0.1
+"""A step whose importance weight ``pi/mu`` is below this counts as one the learner's
+policy would rarely take (``rho_small_fraction``)."""
 
 
 def _check_same_shape(a_name: str, a: torch.Tensor, b_name: str, b: torch.Tensor) -> None:
@@ -44,6 +50,28 @@ def standardize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """
     x = x.detach()
     return (x - x.mean()) / (x.std(unbiased=False) + eps)
+
+
+def rho_statistics(
+    log_rhos: torch.Tensor, clip_rho_threshold: Optional[float], prefix: str = ""
+) -> Dict[str, torch.Tensor]:
+    """Figures of the importance weights ``rho = exp(log_rhos)`` (any shape), no gradient.
+
+    Returns 0-dim tensors: ``{prefix}mean_rho`` (untruncated), ``{prefix}rho_clipped_fraction``
+    (``rho > clip_rho_threshold``; 0 when it is None) and ``{prefix}rho_small_fraction``
+    (``rho < SMALL_RHO``).
+    """
+    with torch.no_grad():
+        rhos = torch.exp(log_rhos)
+        if clip_rho_threshold is None:
+            clipped = torch.zeros((), dtype=rhos.dtype, device=rhos.device)
+        else:
+            clipped = (rhos > clip_rho_threshold).to(rhos.dtype).mean()
+        return {
+            f"{prefix}mean_rho": rhos.mean(),
+            f"{prefix}rho_clipped_fraction": clipped,
+            f"{prefix}rho_small_fraction": (rhos < SMALL_RHO).to(rhos.dtype).mean(),
+        }
 
 
 def policy_gradient_loss(
@@ -114,6 +142,7 @@ def impala_loss(
     lambda_: float = 1.0,
     value_normalizer: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     normalize_advantages: bool = False,
+    replayed: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """The full IMPALA loss for one batch of unrolls, summed over ``T x B``.
 
@@ -146,9 +175,15 @@ def impala_loss(
         ``0.5 * sum(((vs - mu) / sigma - values)^2)``, and the policy-gradient
         advantages are divided by ``sigma`` (Hessel et al., 2018).
       normalize_advantages: standardise the policy-gradient advantages over the batch,
-        ``(A - mean(A)) / (std(A) + 1e-8)`` (after any PopArt scaling), as PPO and
-        Sample Factory do. Not in the paper; it makes the policy's step independent of the
-        reward scale, so the entropy bonus cannot swamp a small advantage signal.
+        as PPO and Sample Factory do. Not in the paper; it makes the policy's step
+        independent of the reward scale, so the entropy bonus cannot swamp a small advantage
+        signal. What is standardised is the UNWEIGHTED advantage ``r + gamma v' - V``
+        (after any PopArt scaling); the importance weight multiplies it afterwards:
+        ``pg_rho * (A - mean(A)) / (std(A) + 1e-8)``. So a step the learner's policy would
+        not take (clipped rho near 0, as replayed data has) adds nothing, and with rho = 1
+        everywhere this is the plain standardised advantage.
+      replayed: optional bool ``[B]``, which trajectories came from a replay buffer: adds
+        the importance-weight figures of those alone (``replay_*``).
 
     Returns:
       ``(loss, metrics)``: ``loss`` is a float 0-dim tensor with gradient; ``metrics``
@@ -160,6 +195,10 @@ def impala_loss(
       * ``'mean_rho'``: 0-dim, mean of ``exp(log_rhos)`` (untruncated).
       * ``'rho_clipped_fraction'``: 0-dim, fraction of steps with
         ``exp(log_rho) > clip_rho_threshold`` (0 when the threshold is None).
+      * ``'rho_small_fraction'``: 0-dim, fraction of steps with ``exp(log_rho) < SMALL_RHO``.
+      * ``'replay_mean_rho'``, ``'replay_rho_clipped_fraction'``,
+        ``'replay_rho_small_fraction'``: the same over the replayed trajectories (only when
+        ``replayed`` marks some).
       * ``'mean_vs'``: 0-dim, mean value target, unnormalised.
       * ``'mean_advantage'``: 0-dim, mean of the advantages the policy gradient used
         (divided by sigma under PopArt).
@@ -208,12 +247,13 @@ def impala_loss(
             lambda_=lambda_,
         )
         if value_normalizer is None:
-            value_targets, pg_advantages = targets.vs, targets.pg_advantages
+            value_targets, advantages = targets.vs, targets.advantages
         else:
             value_targets = (targets.vs - mu) / sigma
-            pg_advantages = targets.pg_advantages / sigma
+            advantages = targets.advantages / sigma
         if normalize_advantages:
-            pg_advantages = standardize(pg_advantages)
+            advantages = standardize(advantages)
+        pg_advantages = targets.pg_rhos * advantages  # weighted after any rescaling
 
     pg_loss = policy_gradient_loss(
         policy_gradient_log_probs(correction, target_action_log_probs), pg_advantages
@@ -224,21 +264,17 @@ def impala_loss(
     total_loss = pg_loss + scaled_baseline_loss + scaled_entropy_loss
 
     with torch.no_grad():
-        rhos = torch.exp(log_rhos)
-        if clip_rho_threshold is None:
-            rho_clipped_fraction = torch.zeros((), dtype=rhos.dtype, device=rhos.device)
-        else:
-            rho_clipped_fraction = (rhos > clip_rho_threshold).to(rhos.dtype).mean()
         metrics = {
             "total_loss": total_loss.detach(),
             "pg_loss": pg_loss.detach(),
             "baseline_loss": scaled_baseline_loss.detach(),
             "entropy_loss": scaled_entropy_loss.detach(),
             "entropy": -unscaled_entropy_loss.detach() / values.numel(),
-            "mean_rho": rhos.mean(),
-            "rho_clipped_fraction": rho_clipped_fraction,
+            **rho_statistics(log_rhos, clip_rho_threshold),
             "mean_vs": targets.vs.mean(),
             "mean_advantage": pg_advantages.mean(),
             "vs": targets.vs,
         }
+        if replayed is not None and bool(replayed.any()):
+            metrics.update(rho_statistics(log_rhos[:, replayed], clip_rho_threshold, prefix="replay_"))
     return total_loss, metrics

@@ -21,6 +21,11 @@ that truncation)::
     v_s      = V(x_s) + sum_{t=s}^{T-1} (prod_{i=s}^{t-1} gamma_i c_i) delta_t
     A_s      = min(rho_bar_pg, pi/mu) * (r_s + gamma_s v_{s+1} - V(x_s)),   v_T = V(x_T)
 
+The result keeps the two factors of ``A_s`` apart (``pg_rhos`` and ``advantages``) so that a
+loss that rescales advantages (standardisation, PopArt) rescales the unweighted factor and
+applies the importance weight afterwards: a step the current policy would not take
+(``pi/mu`` near 0) then adds nothing, whatever the rescaling.
+
 ``v_s`` is computed with the equivalent O(T) backward recursion
 ``v_s - V(x_s) = delta_s + gamma_s c_s (v_{s+1} - V(x_{s+1}))``, vectorised over ``B``.
 All targets are computed under ``torch.no_grad``: they never carry a gradient.
@@ -45,15 +50,23 @@ __all__ = [
 
 
 class VTraceReturns(NamedTuple):
-    """V-trace targets; both fields have no gradient.
+    """V-trace targets; no field has a gradient.
 
     Attributes:
       vs: float ``[T, B]``, the value targets ``v_s``.
-      pg_advantages: float ``[T, B]``, the advantages that weight ``grad log pi(a_s|x_s)``.
+      pg_rhos: float ``[T, B]``, the (clipped) importance weight of the policy gradient at
+        step ``s``: ``min(rho_bar_pg, pi/mu)`` for V-trace; 1 for a correction without one.
+      advantages: float ``[T, B]``, the unweighted advantage ``r_s + gamma_s v_{s+1} - V(x_s)``.
     """
 
     vs: torch.Tensor
-    pg_advantages: torch.Tensor
+    pg_rhos: torch.Tensor
+    advantages: torch.Tensor
+
+    @property
+    def pg_advantages(self) -> torch.Tensor:
+        """float ``[T, B]``, ``pg_rhos * advantages``: what weights ``grad log pi(a_s|x_s)``."""
+        return self.pg_rhos * self.advantages
 
 
 class VTraceFromLogitsReturns(NamedTuple):
@@ -169,9 +182,9 @@ def from_importance_weights(
         vs = values + _discounted_backward_sum(deltas, discounts * cs)
 
         vs_t_plus_1 = torch.cat([vs[1:], bootstrap_value.unsqueeze(0)], dim=0)
+        advantages = rewards + discounts * vs_t_plus_1 - values
         pg_rhos = _clip(rhos, clip_pg_rho_threshold)
-        pg_advantages = pg_rhos * (rewards + discounts * vs_t_plus_1 - values)
-    return VTraceReturns(vs=vs, pg_advantages=pg_advantages)
+    return VTraceReturns(vs=vs, pg_rhos=pg_rhos, advantages=advantages)
 
 
 def from_policy_params(

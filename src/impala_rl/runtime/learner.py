@@ -42,7 +42,7 @@ def average_metrics(results: list[dict[str, float]]) -> dict[str, float]:
     if len(results) == 1:
         return results[0]
     out = {}
-    for key in results[-1]:
+    for key in dict.fromkeys(k for r in results for k in r):  # a key some steps lack (replay_*) too
         values = [r[key] for r in results if key in r]
         if key.startswith("time_"):
             out[key] = sum(values)

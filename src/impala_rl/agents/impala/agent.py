@@ -144,6 +144,7 @@ class ImpalaAgent:
             lambda_=cfg.vtrace_lambda,
             value_normalizer=normalizer,
             normalize_advantages=cfg.normalize_advantages,
+            replayed=batch.get("replayed"),
         )
         metrics["task"] = task  # not a scalar: not logged; after_update reads it
         return loss, metrics
