@@ -351,9 +351,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.episodes <= 0:
         raise UsageError(f"--episodes must be positive, got {args.episodes}")
+    if args.max_steps is not None and args.max_steps < 0:
+        raise UsageError(f"--max-steps must be 0 (no cap) or positive, got {args.max_steps}")
     try:
         result = evaluate(args.run_dir, episodes=args.episodes, greedy=not args.sample, video=args.video,
-                          seed=args.seed, max_steps=args.max_steps, trust_env_module=args.trust_env_module)
+                          seed=args.seed, max_steps=args.max_steps, trust_env_module=args.trust_env_module,
+                          progress=lambda line: print(line, file=sys.stderr, flush=True))
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     if result.tasks:  # a multi-task run: one line per task, then the aggregates
@@ -481,7 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--sample", action="store_true", help="sample actions instead of the greedy policy")
     ev.add_argument("--video", metavar="PATH", default=None, help="write an mp4 of the first episode")
     ev.add_argument("--seed", type=int, default=12345, help="environment seed (default: 12345)")
-    ev.add_argument("--max-steps", type=int, default=0, help="cap on agent steps per episode; 0 = none")
+    ev.add_argument("--max-steps", type=int, default=None,
+                    help="cap on agent steps per episode, so that every episode ends; 0 = none "
+                    "(default: the run's --eval-max-steps, 27000)")
     ev.add_argument("--trust-env-module", action="store_true",
                     help="allow a run whose env id is 'module:Env' (or agent 'module:Class') to import that "
                     "module (it runs its code)")

@@ -188,6 +188,10 @@ class TrainConfig:
                             "learner's current weights (in the learner's process; training waits) and log "
                             "eval_return; 0 = off.", "logging")
     eval_episodes: int = _f(5, "Episodes per task of each --eval-interval evaluation.", "logging")
+    eval_max_steps: int = _f(27_000, "Cap on agent steps per evaluation episode (the hook and `impala eval`), so "
+                             "that a deterministic policy in an environment without a time limit of its own "
+                             "(MinAtar, ...) cannot play forever; 27,000 = Atari's 108k frames at 4 frames per "
+                             "step. An environment's own limit ends episodes sooner. 0 = no cap.", "logging")
 
     @classmethod
     def for_env(cls, env: str, preset: str | None = "auto", **overrides: Any) -> "TrainConfig":
@@ -332,7 +336,7 @@ class TrainConfig:
             positive(name)
         for name in ("num_slots", "reward_clip", "grad_norm_clip", "learner_threads", "noop_max",
                      "entropy_cost", "baseline_cost", "rmsprop_epsilon", "rmsprop_momentum", "adam_epsilon",
-                     "eval_interval"):
+                     "eval_interval", "eval_max_steps"):
             non_negative(name)
         if not 0.0 <= self.discount <= 1.0:
             raise ConfigError(f"discount must be in [0, 1], got {self.discount}")

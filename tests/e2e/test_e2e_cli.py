@@ -245,6 +245,15 @@ def test_eval_prints_mean_return(trained):
     m = re.search(r"greedy policy, 2 episodes: mean return (\d+\.\d+) \+- \d+\.\d+ \(min (\d+\.\d+)", proc.stdout)
     assert m, proc.stdout
     assert float(m.group(1)) >= float(m.group(2)) >= 1  # CartPole pays 1 per step
+    progress = [line for line in proc.stderr.splitlines() if "episode" in line]  # a line per episode
+    assert [line.split(":")[0] for line in progress] == ["CartPole episode 1/2", "CartPole episode 2/2"], proc.stderr
+
+
+def test_eval_refuses_a_negative_step_cap(trained):
+    root, run_dir, _ = trained
+    proc = impala("eval", str(run_dir), "--max-steps", "-1", cwd=root)
+    assert proc.returncode == 2 and "--max-steps must be 0 (no cap) or positive, got -1" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_eval_video_writes_an_mp4(trained):

@@ -1,7 +1,8 @@
 """Tiny Gymnasium envs for the runtime tests.
 
 Importing this module registers ``ImpalaTest/Raising-v0``, an env whose ``step`` raises,
-``ImpalaTest/Counting-v0``, a :class:`CountingEnv` that terminates after 10 steps, two
+``ImpalaTest/Counting-v0``, a :class:`CountingEnv` that terminates after 10 steps,
+``ImpalaTest/Endless-v0``, one that never ends (no termination, no time limit), two
 :class:`TaskEchoEnv` tasks ``ImpalaTest/EchoA-v0`` (obs [0.5, 0.5], 2 actions) and
 ``ImpalaTest/EchoB-v0`` (obs [1, 1, 1], 3 actions), and ``ImpalaTest/CartPoleX1000-v1``,
 CartPole with every reward multiplied by 1000.
@@ -96,3 +97,5 @@ if RAISING_ID not in gym.registry:
 if "ImpalaTest/Counting-v0" not in gym.registry:
     gym.register("ImpalaTest/Counting-v0", entry_point=CountingEnv, kwargs={"terminate_at": 10},
                  disable_env_checker=True)
+if "ImpalaTest/Endless-v0" not in gym.registry:
+    gym.register("ImpalaTest/Endless-v0", entry_point=CountingEnv, disable_env_checker=True)

@@ -39,3 +39,27 @@ def test_evaluation_is_off_by_default_and_bad_values_are_refused(tmp_path):
         TrainConfig(eval_interval=-1).validate()
     with pytest.raises(ConfigError, match="eval_episodes must be positive"):
         TrainConfig(eval_episodes=0).validate()
+
+
+def test_every_evaluation_episode_ends_in_an_environment_that_never_does(tmp_path):
+    """ImpalaTest/Endless-v0 never terminates and has no time limit (reward 1 per step): the
+    hook's greedy episodes and `impala eval`'s stop at their step caps and say so."""
+    cfg = TrainConfig.for_env("impala_test_envs:ImpalaTest/Endless-v0", backend="serial", num_actors=1,
+                              envs_per_actor=2, total_frames=2000, run_dir=str(tmp_path / "run"), quiet=True,
+                              log_interval=0.01, eval_interval=1000, eval_episodes=2, eval_max_steps=40)
+    Trainer(cfg).run()
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
+        evals = [float(r["eval_return"]) for r in csv.DictReader(f) if r.get("eval_return")]
+    assert evals and all(r == 40.0 for r in evals), evals
+    lines = []
+    result = evaluate(tmp_path / "run", episodes=3, max_steps=25, trust_env_module=True, progress=lines.append)
+    assert result.lengths == [25, 25, 25] and result.returns == [25.0, 25.0, 25.0]
+    assert len(lines) == 3 and all("stopped at the 25-step cap" in line for line in lines), lines
+    assert lines[0].endswith("episode 1/3: return 25.00 in 25 steps (stopped at the 25-step cap)"), lines
+    # Without --max-steps, the run's own cap (eval_max_steps) applies.
+    assert evaluate(tmp_path / "run", episodes=1, trust_env_module=True).lengths == [40]
+
+
+def test_eval_max_steps_must_not_be_negative():
+    with pytest.raises(ConfigError, match="eval_max_steps must be >= 0"):
+        TrainConfig(eval_max_steps=-1).validate()

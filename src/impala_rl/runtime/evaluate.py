@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -41,9 +42,13 @@ class EvalResult:
 
 @torch.inference_mode()
 def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, video: str | None = None,
-             seed: int = 12345, max_steps: int = 0, trust_env_module: bool = False) -> EvalResult:
+             seed: int = 12345, max_steps: int | None = None, trust_env_module: bool = False,
+             progress: Callable[[str], None] | None = None) -> EvalResult:
     """Play ``episodes`` episodes (unclipped returns) with the run's latest checkpoint, in
     each of its tasks.
+
+    Each episode stops after ``max_steps`` agent steps (None: the run's ``eval_max_steps``,
+    27,000 by default; 0: no cap). ``progress`` receives a line after each episode.
 
     A run directory may come from someone else: an env id of Gymnasium's ``module:Env`` form
     would import (run) that module, so it is refused unless ``trust_env_module``.
@@ -64,10 +69,15 @@ def evaluate(run_dir: str | Path, episodes: int = 10, greedy: bool = True, video
     model.load_state_dict(state["model"])
     model.eval()
     policy = "greedy" if greedy else "sampled"
+    cap = cfg.eval_max_steps if max_steps is None else max_steps
     per_task, frames = {}, []
     for task, (label, env_id) in enumerate(zip(task_labels(cfg.tasks), cfg.tasks)):
-        returns, lengths = play(cfg, env_spec, agent, model, env_id, task, episodes, greedy, seed, max_steps,
-                                 frames if video and task == 0 else None)
+        def report(episode: int, total: float, steps: int, capped: bool, label=label) -> None:
+            if progress is not None:
+                progress(f"{label} episode {episode + 1}/{episodes}: return {total:.2f} in {steps} steps"
+                         + (f" (stopped at the {cap}-step cap)" if capped else ""))
+        returns, lengths = play(cfg, env_spec, agent, model, env_id, task, episodes, greedy, seed, cap,
+                                 frames if video and task == 0 else None, progress=report)
         per_task[label] = EvalResult(returns, lengths, policy)
     if video:
         # Real speed: one recorded frame per agent step, each `frames_per_step` emulator frames.

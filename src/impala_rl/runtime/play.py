@@ -1,13 +1,17 @@
 """Playing whole episodes with a network outside the actors: ``impala eval`` and the
 evaluation hook of ``impala train --eval-interval`` (which plays with the learner's current
-weights every N frames and logs ``eval_return``)."""
+weights every N frames and logs ``eval_return``).
+
+Every episode ends: besides the environment's own termination and time limit, play stops an
+episode after ``max_steps`` agent steps (``--eval-max-steps``, 27,000 by default), since a
+greedy policy in an environment without a limit (MinAtar) can loop for ever."""
 
 from __future__ import annotations
 
 import copy
 import logging
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -22,8 +26,12 @@ log = logging.getLogger("impala_rl")
 
 @torch.inference_mode()
 def play(cfg, env_spec, agent, model, env_id: str, task: int, episodes: int, greedy: bool, seed: int,
-         max_steps: int, frames: list | None) -> tuple[list[float], list[int]]:
-    """Episodes of one task; rendered frames of the first go to ``frames`` when given."""
+         max_steps: int, frames: list | None,
+         progress: Callable[[int, float, int, bool], None] | None = None) -> tuple[list[float], list[int]]:
+    """Episodes of one task; rendered frames of the first go to ``frames`` when given.
+
+    An episode ends at termination, truncation, or after ``max_steps`` agent steps (0 = no
+    cap). ``progress(episode, return, steps, capped)`` is called after each episode."""
     render = {"render_mode": "rgb_array"} if frames is not None else {}
     env = make_env(env_id, seed=seed, atari=atari_options(cfg), **render)
     generator = torch.Generator().manual_seed(seed)
@@ -50,9 +58,12 @@ def play(cfg, env_spec, agent, model, env_id: str, task: int, episodes: int, gre
                 total += float(reward)
                 steps += 1
                 first, last_action = False, action.reshape((1, 1) + action_shape).to(action_dtype)
-                done = terminated or truncated or (max_steps and steps >= max_steps)
+                capped = bool(max_steps) and steps >= max_steps and not (terminated or truncated)
+                done = terminated or truncated or capped
             returns.append(total)
             lengths.append(steps)
+            if progress is not None:
+                progress(episode, total, steps, capped)
     finally:
         env.close()
     return returns, lengths
@@ -77,14 +88,17 @@ def evaluation_hook(cfg, env_spec, learner):
         model.load_state_dict(learner.model.state_dict())  # copies into the CPU model
         t0, seed = time.perf_counter(), cfg.seed * 1_000_003 + 7919 * count
         count += 1
-        per_task = [play(cfg, env_spec, learner.agent, model, env_id, task, cfg.eval_episodes, True, seed, 0, None)[0]
+        capped = []
+        per_task = [play(cfg, env_spec, learner.agent, model, env_id, task, cfg.eval_episodes, True, seed,
+                         cfg.eval_max_steps, None, progress=lambda e, r, n, cap: capped.append(cap))[0]
                     for task, env_id in enumerate(cfg.tasks)]
         every = [r for returns in per_task for r in returns]
         step.metrics["eval_return"] = float(np.mean(every))
         if len(labels) > 1:
             for label, returns in zip(labels, per_task):
                 step.metrics[f"eval_return_{label}"] = float(np.mean(returns))
-        log.info("evaluation at %d frames: mean return %.2f over %d greedy episodes (%.1f s)", step.frames,
-                 step.metrics["eval_return"], len(every), time.perf_counter() - t0)
+        log.info("evaluation at %d frames: mean return %.2f over %d greedy episodes (%.1f s)%s", step.frames,
+                 step.metrics["eval_return"], len(every), time.perf_counter() - t0,
+                 f"; {sum(capped)} stopped at the {cfg.eval_max_steps}-step cap" if any(capped) else "")
         return None
     return hook
