@@ -221,10 +221,13 @@ def _bench_learning(args: argparse.Namespace) -> int:
                          f"or one task ({', '.join(TASKS)})")
     explicit = _explicit_fields(args)
     if set(explicit) - {"seed"}:
-        raise UsageError(f"--learning runs every task with its defaults; it takes only --seed, --learning-out "
+        raise UsageError(f"--learning runs every task with its defaults; it takes only --seed, --seeds, --learning-out "
                          f"and --json (got --{next(iter(set(explicit) - {'seed'})).replace('_', '-')}); "
                          f"use benchmarks/learning.py to pass training options")
-    return main_learning(args.learning, args.learning_out, explicit.get("seed", 0), [], as_json=args.json)
+    if args.seeds and "seed" in explicit:
+        raise UsageError("give --seed N (one seed) or --seeds S,S,... (several), not both")
+    return main_learning(args.learning, args.learning_out, args.seeds or (explicit.get("seed", 0),), [],
+                         as_json=args.json)
 
 
 # ----------------------------------------------------------------------------- pbt
@@ -432,9 +435,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--learning", metavar="SUITE", default=None,
                        help="instead of throughput, run a learning suite with each task's defaults and print "
                        "frames, final 100-episode mean, frames to threshold, wall time (suites: quick = classic, "
-                       "continuous and MinAtar tasks; atari = Pong; mujoco = HalfCheetah; all; or one task name)")
+                       "continuous and MinAtar tasks; atari = Pong; mujoco = HalfCheetah, Walker2d; "
+                       "all, MountainCar too; or one task name)")
     bench.add_argument("--learning-out", metavar="DIR", default="runs/learning",
                        help="--learning: where the run directories and curve PNGs go (default: runs/learning)")
+    from impala_rl.learning_bench import parse_seeds
+
+    bench.add_argument("--seeds", metavar="S,S,...", type=parse_seeds, default=None,
+                       help="--learning: run every task once per seed, e.g. 0,1,2 (distinct non-negative integers), "
+                       "and report each task over its seeds and the IQM across tasks and seeds (default: --seed, 0)")
     _add_config_flags(bench)
     bench.set_defaults(func=cmd_bench)
 

@@ -2,22 +2,34 @@
 the README's defaults (each task's preset, no extra flags) and fixed seeds.
 
 Every task runs ``impala train --env ID --seed S --total-frames F`` in a subprocess (the
-same command a user types), one task at a time so that each has the whole machine; then
-one table is printed: task, frames, final 100-episode mean, frames to the threshold (the
-first frame at which the trailing 100-episode mean reached it), wall time and frames/s.
-Each task's learning curve is written as a PNG next to its run directory.
+same command a user types) once per seed (``--seeds 0,1,2``; ``--seed N`` for one), one
+run at a time so that each has the whole machine, into ``OUT/TASK-seedS`` (a directory
+that already holds a finished run is summarised, not re-run). With one seed the table
+has one row per run: frames, final 100-episode mean, frames to the threshold (the first
+frame at which the trailing 100-episode mean reached it), wall time and frames/s. With
+several, one row per task over its seeds: mean, min and max of the final 100-episode
+mean, how many seeds met the threshold within the budget, the median frames to it, the
+total wall time and each seed's final mean. With several tasks or seeds, the
+interquartile mean (IQM) of the normalised scores, (final - random) / (threshold -
+random) so that 1 is "at the target", follows with a 95% stratified-bootstrap confidence
+interval (rliable; Agarwal et al. 2021), and the fraction of runs that met their target.
+Each task's learning curves (one per seed) are drawn in ``OUT/TASK.png``; ``results.json``
+holds every run, every task's summary and the aggregate.
 
 Suites: ``quick`` (classic, continuous and MinAtar tasks), ``atari`` (Pong), ``mujoco``
-(HalfCheetah) and ``all``.
+(HalfCheetah, Walker2d) and ``all`` (every task, MountainCar too: a known exploration
+failure, reported rather than tuned for).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,29 +41,37 @@ class Task:
     env: str
     frames: int
     threshold: float  # the target for the 100-episode mean (issue 8; MinAtar: the paper's AC(0.8) at 5M frames)
+    random: float  # a random policy's mean return: 0 on the normalised scale, where the threshold is 1
 
 
+# random: a uniformly random policy's mean return, rounded as usually reported (Pong's -20.7 is
+# the DQN paper's random score).
 TASKS = {
-    "cartpole": Task("CartPole-v1", 500_000, 475.0),
-    "lunarlander": Task("LunarLander-v3", 5_000_000, 200.0),
-    "pendulum": Task("Pendulum-v1", 2_000_000, -250.0),
-    "minatar-breakout": Task("MinAtar/Breakout-v1", 5_000_000, 17.5),
-    "minatar-spaceinvaders": Task("MinAtar/SpaceInvaders-v1", 5_000_000, 184.0),
-    "halfcheetah": Task("HalfCheetah-v5", 5_000_000, 1500.0),
-    "pong": Task("ALE/Pong-v5", 20_000_000, 18.0),
+    "cartpole": Task("CartPole-v1", 500_000, 475.0, 22.0),
+    "acrobot": Task("Acrobot-v1", 500_000, -100.0, -500.0),
+    "lunarlander": Task("LunarLander-v3", 5_000_000, 200.0, -180.0),
+    "pendulum": Task("Pendulum-v1", 2_000_000, -250.0, -1200.0),
+    "minatar-breakout": Task("MinAtar/Breakout-v1", 5_000_000, 17.5, 0.5),
+    "minatar-spaceinvaders": Task("MinAtar/SpaceInvaders-v1", 5_000_000, 184.0, 3.0),
+    "halfcheetah": Task("HalfCheetah-v5", 5_000_000, 1500.0, -280.0),
+    "walker2d": Task("Walker2d-v5", 5_000_000, 2000.0, 2.0),
+    "pong": Task("ALE/Pong-v5", 20_000_000, 18.0, -20.7),
+    "mountaincar": Task("MountainCar-v0", 500_000, -110.0, -200.0),  # only in `all`: reported, not tuned for
 }
 SUITES = {
-    "quick": ("cartpole", "pendulum", "lunarlander", "minatar-breakout", "minatar-spaceinvaders"),
+    "quick": ("cartpole", "acrobot", "pendulum", "lunarlander", "minatar-breakout", "minatar-spaceinvaders"),
     "atari": ("pong",),
-    "mujoco": ("halfcheetah",),
+    "mujoco": ("halfcheetah", "walker2d"),
     "all": tuple(TASKS),
 }
 
 
 @dataclass
 class TaskResult:
+    """One training run (one task, one seed)."""
     task: str
     env: str
+    seed: int
     frames: int
     final_mean: float
     frames_to_threshold: float  # nan when never reached
@@ -78,17 +98,15 @@ def frames_to_threshold(frames: np.ndarray, returns: np.ndarray, threshold: floa
     return float(frames[window - 1 + hits[0]]) if len(hits) else math.nan
 
 
-def summarise(name: str, task: Task, run_dir: Path, wall_s: float) -> TaskResult:
-    from impala_rl.plot import plot_runs, read_episodes
+def summarise(name: str, task: Task, seed: int, run_dir: Path, wall_s: float) -> TaskResult:
+    from impala_rl.plot import read_episodes
 
     frames, returns = read_episodes(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
-    curve = run_dir.parent / f"{name}.png"
-    plot_runs([str(run_dir)], curve, window=100, title=f"{task.env} (threshold {task.threshold:g})")
     final = float(returns[-100:].mean()) if len(returns) else math.nan
-    return TaskResult(name, task.env, int(summary["frames"]), final,
+    return TaskResult(name, task.env, seed, int(summary["frames"]), final,
                       frames_to_threshold(frames, returns, task.threshold), task.threshold,
-                      wall_s, float(summary["fps"]), str(run_dir), str(curve))
+                      wall_s, float(summary["fps"]), str(run_dir), str(run_dir.parent / f"{name}.png"))
 
 
 def run_task(name: str, out: Path, seed: int, extra: list[str], frames: int | None = None) -> TaskResult:
@@ -96,48 +114,168 @@ def run_task(name: str, out: Path, seed: int, extra: list[str], frames: int | No
     run_dir = out / f"{name}-seed{seed}"
     if (run_dir / "summary.json").exists():  # already run: just summarise (re-run by deleting the directory)
         summary = json.loads((run_dir / "summary.json").read_text())
-        return summarise(name, task, run_dir, float(summary["elapsed_s"]))
+        return summarise(name, task, seed, run_dir, float(summary["elapsed_s"]))
     cmd = [sys.executable, "-m", "impala_rl.cli", "train", "--env", task.env, "--seed", str(seed),
            "--total-frames", str(frames or task.frames), "--run-dir", str(run_dir), "--quiet", *extra]
-    print(f"[learning] {name}: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
+    print(f"[learning] {run_dir.name}: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
     start = time.time()
     code = subprocess.run(cmd).returncode
     if code:
-        raise TaskFailed(f"[learning] {name}: impala train exited with {code} (its message is above); "
+        raise TaskFailed(f"[learning] {run_dir.name}: impala train exited with {code} (its message is above); "
                          f"the suite stops here")
-    return summarise(name, task, run_dir, time.time() - start)
+    return summarise(name, task, seed, run_dir, time.time() - start)
 
 
 class TaskFailed(RuntimeError):
     """A task's training run did not finish (the suite reports it in one line)."""
 
 
-def format_table(results: list[TaskResult]) -> str:
-    def num(x: float, fmt: str) -> str:
-        return "-" if not math.isfinite(x) else format(x, fmt)
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``--seeds 0,1,2``: distinct non-negative integers separated by commas."""
+    try:
+        seeds = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        seeds = ()
+    if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct non-negative integers separated by commas, "
+                                         f"e.g. 0,1,2; got {text!r}")
+    return seeds
 
+
+@dataclass
+class SeedSummary:
+    """One task over its seeds (in the order run)."""
+    task: str
+    env: str
+    threshold: float
+    random: float
+    seeds: list[int]
+    finals: list[float]  # each seed's final 100-episode mean
+    normalised: list[float]  # (final - random) / (threshold - random): 0 = random policy, 1 = the threshold
+    mean: float
+    min: float
+    max: float
+    met: int  # seeds whose trailing 100-episode mean reached the threshold within the budget
+    median_frames_to_threshold: float  # a seed that never reached it counts as never: nan unless over half did
+    frames: float  # mean over seeds
+    wall_s: float  # total over seeds
+
+
+def summarise_seeds(results: list[TaskResult]) -> list[SeedSummary]:
+    by_task: dict[str, list[TaskResult]] = {}
+    for r in results:
+        by_task.setdefault(r.task, []).append(r)
+    out = []
+    for name, runs in by_task.items():
+        task = TASKS[name]
+        finals = np.array([r.final_mean for r in runs])
+        reached = np.array([r.frames_to_threshold for r in runs])
+        median = float(np.median(np.where(np.isnan(reached), np.inf, reached)))
+        out.append(SeedSummary(name, task.env, task.threshold, task.random, [r.seed for r in runs], finals.tolist(),
+                               ((finals - task.random) / (task.threshold - task.random)).tolist(),
+                               float(finals.mean()), float(finals.min()), float(finals.max()),
+                               int(np.isfinite(reached).sum()), median if math.isfinite(median) else math.nan,
+                               float(np.mean([r.frames for r in runs])), sum(r.wall_s for r in runs)))
+    return out
+
+
+def aggregate(tasks: list[SeedSummary], reps: int = 2000) -> dict:
+    """Across tasks and seeds: runs that met their target, and the interquartile mean of the
+    normalised scores with a 95% stratified-bootstrap confidence interval (rliable; the
+    interval only with several seeds: one seed has no spread to resample)."""
+    scores = np.array([t.normalised for t in tasks]).T  # (seeds, tasks), as rliable takes them
+    out = {"runs": int(scores.size), "met": sum(t.met for t in tasks), "tasks": len(tasks), "seeds": len(scores),
+           "iqm": None, "iqm_ci": None, "reps": reps, "note": None}
+    try:
+        from rliable import library, metrics
+    except ImportError:
+        out["note"] = "IQM not computed: the rliable package is not installed (pip install rliable)"
+        return out
+    # The same interval every time: rliable's StratifiedBootstrap draws from numpy's global generator
+    # (its random_state is not used for the draws), so seed that and put its state back.
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        point, interval = library.get_interval_estimates(
+            {"all": scores}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps)
+    finally:
+        np.random.set_state(state)
+    out["iqm"] = float(point["all"][0])
+    if len(scores) > 1:
+        out["iqm_ci"] = [float(interval["all"][0, 0]), float(interval["all"][1, 0])]
+    return out
+
+
+def _num(x: float, fmt: str) -> str:
+    return format(x, fmt) if math.isfinite(x) else "-"
+
+
+def _reached(frames: float) -> str:
+    return f"{frames / 1e6:.2f}M" if math.isfinite(frames) else "not reached"
+
+
+def format_table(results: list[TaskResult]) -> str:
+    """One row per run (the table for one seed)."""
     lines = ["| task | env | frames | final 100-ep mean | threshold | frames to threshold | wall time | frames/s |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
-        lines.append(f"| {r.task} | {r.env} | {r.frames / 1e6:.2f}M | {num(r.final_mean, '.1f')} | {r.threshold:g} | "
-                     f"{num(r.frames_to_threshold / 1e6, '.2f') + 'M' if math.isfinite(r.frames_to_threshold) else 'not reached'} | "
-                     f"{r.wall_s / 60:.1f} min | {r.fps:.0f} |")
+        lines.append(f"| {r.task} | {r.env} | {r.frames / 1e6:.2f}M | {_num(r.final_mean, '.1f')} | {r.threshold:g} | "
+                     f"{_reached(r.frames_to_threshold)} | {r.wall_s / 60:.1f} min | {r.fps:.0f} |")
     return "\n".join(lines)
 
 
-def main_learning(suite: str, out: str, seed: int, extra: list[str], as_json: bool = False,
+def format_seed_table(tasks: list[SeedSummary]) -> str:
+    """One row per task over its seeds (final = the last 100 episodes' mean return)."""
+    lines = ["| task | env | seeds | frames | final mean | final min | final max | threshold | met | "
+             "median frames to threshold | total wall time | final per seed |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for t in tasks:
+        lines.append(f"| {t.task} | {t.env} | {len(t.seeds)} | {t.frames / 1e6:.2f}M | {_num(t.mean, '.1f')} | "
+                     f"{_num(t.min, '.1f')} | {_num(t.max, '.1f')} | {t.threshold:g} | {t.met} of {len(t.seeds)} | "
+                     f"{_reached(t.median_frames_to_threshold)} | {t.wall_s / 60:.1f} min | "
+                     f"{', '.join(_num(f, '.1f') for f in t.finals)} |")
+    return "\n".join(lines)
+
+
+def format_aggregate(agg: dict) -> str:
+    lines = [f"targets met: {agg['met']} of {agg['runs']} runs ({agg['met'] / agg['runs']:.0%})"]
+    if agg["iqm"] is None:
+        return "\n".join([*lines, agg["note"]])
+    ci = (f"95% CI [{agg['iqm_ci'][0]:.2f}, {agg['iqm_ci'][1]:.2f}] (stratified bootstrap, {agg['reps']} reps)"
+          if agg["iqm_ci"] else "no confidence interval from one seed")
+    return "\n".join([*lines, f"IQM of normalised scores, tasks x seeds = {agg['tasks']} x {agg['seeds']}: "
+                               f"{agg['iqm']:.2f}, {ci}",
+                       "  normalised = (final - random) / (threshold - random): 0 = random policy, 1 = threshold"])
+
+
+def format_report(results: list[TaskResult], tasks: list[SeedSummary], agg: dict | None) -> str:
+    """The run table for one seed, the task-over-seeds table for several; then the aggregate."""
+    table = format_table(results) if all(len(t.seeds) == 1 for t in tasks) else format_seed_table(tasks)
+    return table + ("\n\n" + format_aggregate(agg) if agg else "")
+
+
+def main_learning(suite: str, out: str, seeds: Sequence[int], extra: list[str], as_json: bool = False,
                   frames: int | None = None) -> int:
+    from impala_rl.plot import plot_runs
+
     names = SUITES.get(suite) or ((suite,) if suite in TASKS else None)
     if names is None:
         raise ValueError(f"unknown learning suite or task {suite!r}; choose one of: "
                          f"{', '.join([*SUITES, *TASKS])}")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        results = [run_task(name, out_dir, seed, extra, frames) for name in names]
+    try:  # seed by seed: each seed's whole suite is done before the next seed starts
+        results = [run_task(name, out_dir, seed, extra, frames) for seed in seeds for name in names]
     except TaskFailed as e:
         print(e, file=sys.stderr)
         return 1
-    (out_dir / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
-    print(json.dumps([asdict(r) for r in results], indent=2) if as_json else format_table(results))
+    for name in names:
+        task = TASKS[name]
+        plot_runs([r.run_dir for r in results if r.task == name], out_dir / f"{name}.png", window=100,
+                  title=f"{task.env} (threshold {task.threshold:g})")
+    tasks = summarise_seeds(results)
+    agg = aggregate(tasks) if len(results) > 1 else None  # several tasks or seeds
+    rep = {"runs": [asdict(r) for r in results], "tasks": [asdict(t) for t in tasks], "aggregate": agg}
+    (out_dir / "results.json").write_text(json.dumps(rep, indent=2))
+    print(json.dumps(rep, indent=2) if as_json else format_report(results, tasks, agg))
     return 0

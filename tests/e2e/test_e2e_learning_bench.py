@@ -8,8 +8,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from impala_rl.learning_bench import SUITES, TASKS, format_table, frames_to_threshold, summarise
+from impala_rl.learning_bench import (SUITES, TASKS, aggregate, format_report, format_table, frames_to_threshold,
+                                      run_task, summarise, summarise_seeds)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_frames_to_threshold_needs_a_full_window_at_the_threshold():
@@ -25,21 +29,108 @@ def test_frames_to_threshold_needs_a_full_window_at_the_threshold():
 def test_every_suite_names_known_tasks():
     assert set(SUITES["quick"]) <= set(TASKS) and SUITES["atari"] == ("pong",)
     assert set(SUITES["all"]) == set(TASKS)
+    assert "mountaincar" not in {name for suite, names in SUITES.items() if suite != "all" for name in names}
+    assert all(t.random < t.threshold for t in TASKS.values())  # a normalised score of 1 is above random's 0
 
 
-def test_summarise_reads_a_run_directory_and_draws_its_curve(tmp_path):
+def test_summarise_reads_a_run_directory(tmp_path):
     run = tmp_path / "cartpole-seed0"
     run.mkdir()
     rows = ["frames,return,length"] + [f"{1000 * i},{min(500, 5 * i)},{min(500, 5 * i)}" for i in range(1, 201)]
     (run / "episodes.csv").write_text("\n".join(rows) + "\n")
     (run / "summary.json").write_text(json.dumps({"frames": 200_000, "fps": 1234.5, "elapsed_s": 60.0}))
-    result = summarise("cartpole", TASKS["cartpole"], run, 60.0)
-    assert result.final_mean == 500.0
+    result = summarise("cartpole", TASKS["cartpole"], 0, run, 60.0)
+    assert result.final_mean == 500.0 and result.seed == 0
     # Episodes 69..168: (5 * (69 + ... + 100) + 68 * 500) / 100 = 475.2, the first full window >= 475.
     assert result.frames_to_threshold == 168_000.0
-    assert (tmp_path / "cartpole.png").read_bytes()[:4] == b"\x89PNG"
     table = format_table([result])
     assert "| cartpole | CartPole-v1 | 0.20M |" in table and "0.17M" in table
+    assert format_report([result], summarise_seeds([result]), None) == table  # one run: its row, no aggregate
+
+
+# Two tasks x three seeds of constant returns: a run's final 100-episode mean is its constant,
+# and a run at or above the threshold reaches it with its first full window (episode 100).
+FINALS = {"cartpole": (400.0, 500.0, 480.0), "acrobot": (-90.0, -150.0, -300.0)}
+
+
+def fake_run(out: Path, task: str, seed: int, value: float, episodes: int = 200) -> None:
+    run = out / f"{task}-seed{seed}"
+    run.mkdir(parents=True)
+    rows = ["frames,return,length"] + [f"{1000 * i},{value},{i}" for i in range(1, episodes + 1)]
+    (run / "episodes.csv").write_text("\n".join(rows) + "\n")
+    (run / "summary.json").write_text(json.dumps({"frames": 1000 * episodes, "fps": 2000.0, "elapsed_s": 600.0}))
+
+
+@pytest.fixture
+def fake_suite(tmp_path):
+    for task, finals in FINALS.items():
+        for seed, value in enumerate(finals):
+            fake_run(tmp_path, task, seed, value)
+    # As main_learning runs them, seed by seed; finished run directories are summarised, not re-run.
+    results = [run_task(task, tmp_path, seed, []) for seed in range(3) for task in FINALS]
+    return results, summarise_seeds(results)
+
+
+def test_each_task_is_summarised_over_its_seeds(fake_suite):
+    _, (cartpole, acrobot) = fake_suite
+    assert (cartpole.task, acrobot.task) == ("cartpole", "acrobot") and cartpole.seeds == [0, 1, 2]
+    assert cartpole.finals == [400.0, 500.0, 480.0]
+    assert (cartpole.mean, cartpole.min, cartpole.max) == (460.0, 400.0, 500.0)
+    assert (acrobot.mean, acrobot.min, acrobot.max) == (-180.0, -300.0, -90.0)
+    assert (cartpole.met, acrobot.met) == (2, 1)
+    # The median counts a seed that never reached the threshold as never: two of three did by 100k frames.
+    assert cartpole.median_frames_to_threshold == 100_000.0 and math.isnan(acrobot.median_frames_to_threshold)
+    assert cartpole.wall_s == 1800.0 and cartpole.frames == 200_000.0
+    assert cartpole.normalised == pytest.approx([(v - 22) / (475 - 22) for v in FINALS["cartpole"]])
+    assert acrobot.normalised == pytest.approx([1.025, 0.875, 0.5])  # (final + 500) / 400
+
+
+def test_the_iqm_of_normalised_scores_and_its_bootstrap_interval(fake_suite):
+    _, tasks = fake_suite
+    agg = aggregate(tasks)
+    scores = sorted(s for t in tasks for s in t.normalised)
+    assert (agg["runs"], agg["met"], agg["tasks"], agg["seeds"]) == (6, 3, 2, 3)
+    assert agg["iqm"] == pytest.approx(np.mean(scores[1:-1]))  # six scores: the middle four
+    assert scores[0] <= agg["iqm"] <= scores[-1]
+    lo, hi = agg["iqm_ci"]
+    assert lo <= agg["iqm"] <= hi and lo < hi
+    np.random.seed(1)
+    assert aggregate(tasks) == agg  # a fixed bootstrap seed: the same interval every time ...
+    assert np.random.randint(1 << 30) == np.random.RandomState(1).randint(1 << 30)  # ... and numpy's left as it was
+
+
+def test_the_table_over_seeds_and_the_aggregate_lines(fake_suite):
+    results, tasks = fake_suite
+    text = format_report(results, tasks, aggregate(tasks))
+    assert ("| cartpole | CartPole-v1 | 3 | 0.20M | 460.0 | 400.0 | 500.0 | 475 | 2 of 3 | 0.10M | 30.0 min | "
+            "400.0, 500.0, 480.0 |") in text
+    assert "| acrobot | Acrobot-v1 | 3 | 0.20M | -180.0 | -300.0 | -90.0 | -100 | 1 of 3 | not reached |" in text
+    assert "targets met: 3 of 6 runs (50%)" in text
+    assert "IQM of normalised scores, tasks x seeds = 2 x 3: " in text and "95% CI [" in text
+
+
+def test_without_rliable_the_aggregate_says_so_in_one_line(fake_suite, monkeypatch):
+    _, tasks = fake_suite
+    monkeypatch.setitem(sys.modules, "rliable", None)  # `import rliable` raises ImportError
+    agg = aggregate(tasks)
+    assert agg["iqm"] is None and agg["met"] == 3
+    text = format_report(*fake_suite, agg)
+    assert text.splitlines()[-1] == "IQM not computed: the rliable package is not installed (pip install rliable)"
+
+
+def test_cli_runs_a_task_over_seeds_reusing_finished_runs(tmp_path):
+    for seed, value in enumerate(FINALS["cartpole"]):
+        fake_run(tmp_path, "cartpole", seed, value)
+    proc = subprocess.run([sys.executable, "-m", "impala_rl.cli", "bench", "--learning", "cartpole",
+                           "--seeds", "0,1,2", "--learning-out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "| cartpole | CartPole-v1 | 3 |" in proc.stdout
+    assert "IQM of normalised scores, tasks x seeds = 1 x 3: " in proc.stdout
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [r["seed"] for r in saved["runs"]] == [0, 1, 2] and saved["tasks"][0]["met"] == 2
+    assert saved["aggregate"]["runs"] == 3
+    assert (tmp_path / "cartpole.png").read_bytes()[:4] == b"\x89PNG"  # one figure, a curve per seed
 
 
 def test_cli_refuses_an_unknown_suite_and_tuning_flags(tmp_path):
@@ -51,6 +142,12 @@ def test_cli_refuses_an_unknown_suite_and_tuning_flags(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "quick" in proc.stderr
     proc = bench("--learning", "quick", "--learning-rate", "0.1")
     assert proc.returncode == 2 and "--learning-rate" in proc.stderr and "benchmarks/learning.py" in proc.stderr
+    for bad in ("0,x", "0,0", "-1", ""):
+        proc = bench("--learning", "quick", "--seeds", bad)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "--seeds" in proc.stderr and "e.g. 0,1,2" in proc.stderr
+    proc = bench("--learning", "quick", "--seed", "1", "--seeds", "0,1")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not both" in proc.stderr
     assert not (tmp_path / "runs").exists()
 
 
@@ -60,9 +157,10 @@ def test_a_task_whose_run_fails_ends_the_suite_in_one_line(tmp_path):
     (stray / "train.log").write_text("a run that died before its first checkpoint\n")
     proc = subprocess.run([sys.executable, "benchmarks/learning.py", "cartpole", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parents[2])
+                          cwd=ROOT)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert "already holds files but no checkpoint" in proc.stderr
-    assert lines[-1] == "[learning] cartpole: impala train exited with 2 (its message is above); the suite stops here"
+    assert lines[-1] == ("[learning] cartpole-seed0: impala train exited with 2 (its message is above); "
+                         "the suite stops here")
