@@ -109,7 +109,8 @@ class TrainConfig:
     correction: str = _f("vtrace", "Off-policy correction: vtrace, 1step_is, epsilon, none (paper Table 2).", "agent")
     clip_rho_threshold: float = _f(1.0, "V-trace rho-bar (truncation of the value-target importance weights).", "agent")
     clip_c_threshold: float = _f(1.0, "V-trace c-bar (truncation of the trace-cutting coefficients).", "agent")
-    clip_pg_rho_threshold: float = _f(1.0, "Truncation of the policy-gradient importance weights.", "agent")
+    clip_pg_rho_threshold: float = _f(1.0, "Truncation of the policy-gradient importance weights (V-trace and "
+                                      "1step_is; the paper clips both at 1).", "agent")
     vtrace_lambda: float = _f(1.0, "V-trace lambda (c_i = lambda * min(c-bar, rho_i)).", "agent")
     reward_clip: float = _f(1.0, "Clip rewards to [-x, x] in the learner; 0 disables clipping.", "agent")
     normalize_advantages: bool = _f(False, "Standardise the policy-gradient advantages over each batch (mean 0, "
