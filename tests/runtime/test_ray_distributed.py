@@ -63,7 +63,9 @@ def _gloo_worker(rank: int, port: int, out) -> None:
             grads_for(model, rank)
         average_gradients(model, loss_finite=rank == 0)
         poisoned = all(torch.isnan(p.grad).all() for p in model.parameters())
-        out.put((rank, averaged, poisoned))
+        # NumPy arrays travel by value; a torch tensor would travel as a file descriptor shared by
+        # this process, which may have exited before the test unpickles it (seen: FileNotFoundError).
+        out.put((rank, [g.numpy() for g in averaged], bool(poisoned)))
     finally:
         dist.destroy_process_group()
 
@@ -86,7 +88,7 @@ def test_average_gradients_is_the_mean_over_gloo_processes():
     for rank in (0, 1):
         averaged, poisoned = results[rank]
         for got, want in zip(averaged, expected):
-            torch.testing.assert_close(got, want)
+            torch.testing.assert_close(torch.as_tensor(got), want)
         assert poisoned, f"rank {rank} kept a finite gradient although rank 1's loss was not finite"
 
 
