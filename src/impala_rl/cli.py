@@ -533,7 +533,7 @@ def _thread_exception(args) -> None:
         return threading.__excepthook__(args)
     text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
     for handler in logging.getLogger("impala_rl").handlers:
-        if isinstance(handler, logging.FileHandler):
+        if isinstance(handler, logging.FileHandler) and handler.stream is not None:  # None once closed
             try:
                 handler.stream.write(f"background thread {args.thread.name if args.thread else '?'}: {text}")
                 handler.flush()

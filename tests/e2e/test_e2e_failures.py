@@ -191,3 +191,31 @@ def test_eval_video_is_h264_at_real_speed_or_one_clear_line(run, tmp_path):
         steps = float(proc.stdout.split("mean return ")[1].split()[0])  # CartPole pays 1 per step
         assert stream.frames == steps <= 40
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_a_background_thread_failing_after_the_log_closed_prints_no_traceback(tmp_path, capsys):
+    """A TensorBoard writer thread can hit the full disk after train.log was closed: the
+    hook must not raise a second error (CI saw one in the full-disk test)."""
+    import logging
+    import threading
+
+    from impala_rl.cli import _thread_exception
+
+    handler = logging.FileHandler(tmp_path / "train.log")
+    logger = logging.getLogger("impala_rl")
+    logger.addHandler(handler)
+    try:
+        def fail():
+            raise OSError(28, "No space left on device")
+
+        threading.excepthook = _thread_exception
+        t = threading.Thread(target=fail, name="writer")
+        t.start(); t.join()
+        assert "background thread writer" in (tmp_path / "train.log").read_text()
+        handler.close()  # stream is now None
+        t = threading.Thread(target=fail, name="writer")
+        t.start(); t.join()
+    finally:
+        threading.excepthook = threading.__excepthook__
+        logger.removeHandler(handler)
+    assert "Traceback" not in capsys.readouterr().err
