@@ -93,6 +93,8 @@ class TrainConfig:
                           "head gets a torso of its own (not with --use-lstm).", "model")
     bounded_mean: bool = _f(False, "Gaussian policies: squash the mean into the action bounds with tanh "
                             "(the sampled action is still clipped to them).", "model")
+    init_log_std: float = _f(0.0, "Gaussian policies: initial log standard deviation of every action dimension "
+                             "(state-independent, learned; 0 = std 1).", "model")
     channels_last: bool = _f(True, "Image torsos: channels-last memory format (faster convolutions on CPU).", "model")
     init: str = _f("orthogonal", "Weight init: orthogonal (torso gain sqrt 2, value head 1, zero biases) or torch "
                    "(PyTorch's defaults); the policy head is always orthogonal with gain 0.01.", "model")
@@ -345,6 +347,8 @@ class TrainConfig:
             raise ConfigError(f"sticky_actions must be in [0, 1], got {self.sticky_actions}")
         if not 0.0 < self.vtrace_lambda <= 1.0:
             raise ConfigError(f"vtrace_lambda must be in (0, 1], got {self.vtrace_lambda}")
+        if not -10.0 <= self.init_log_std <= 2.0:
+            raise ConfigError(f"init_log_std must be in [-10, 2] (std e^-10 to e^2), got {self.init_log_std}")
         if self.use_lstm and self.value_torso == "separate":
             raise ConfigError("value_torso 'separate' cannot be combined with --use-lstm; use one or the other")
         positive("learner_epochs")

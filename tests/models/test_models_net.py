@@ -97,6 +97,18 @@ def test_gaussian_policy_packs_mean_then_state_independent_log_std():
     assert not torch.allclose(mean[0, 0], mean[1, 2])  # the mean depends on the input
 
 
+def test_init_log_std_sets_every_dimension_and_a_bad_value_is_one_line():
+    from impala_rl.config import ConfigError, TrainConfig
+
+    net = make_net(policy_type="gaussian", init_log_std=-1.5)
+    out, _ = net(*make_inputs(net, 2, 3), net.initial_state(3))
+    _, log_std = out.policy_params.split(A, dim=-1)
+    assert torch.equal(log_std, torch.full((2, 3, A), -1.5))
+    assert torch.equal(make_net(policy_type="gaussian").log_std.detach(), torch.zeros(A))  # default: std 1
+    with pytest.raises(ConfigError, match=r"init_log_std must be in \[-10, 2\]"):
+        TrainConfig(init_log_std=3.0).validate()
+
+
 def test_initial_policy_is_near_uniform():
     # Orthogonal policy-head init with gain 0.01: logits start close to 0.
     net = make_net(torso="shallow", use_lstm=False)

@@ -10,7 +10,7 @@ Policy parameters are packed the way :mod:`impala_rl.core.distributions` reads t
 
 * ``'categorical'``: logits ``[..., A]``;
 * ``'gaussian'``: ``cat([mean, log_std], -1)`` ``[..., 2A]``, with a state-independent
-  learned ``log_std`` (initialised to 0, i.e. std 1).
+  learned ``log_std`` (initialised to ``init_log_std``, 0 by default: std 1).
 
 Initialisation: the policy head is always orthogonal with gain 0.01 and zero bias, so
 that the initial policy is close to uniform (categorical) or centred on 0 (gaussian)
@@ -95,6 +95,7 @@ class ImpalaNet(nn.Module):
             policy's mean becomes ``center + half_range * tanh(head)``, so it cannot leave
             the box the environment clips actions to (where the return no longer depends
             on it and it would drift). Gaussian policies only.
+        init_log_std: a Gaussian policy's initial ``log_std`` (every dimension).
 
     Raises:
         ValueError: an unknown option, or an ``obs_shape`` the torso cannot take (the
@@ -119,6 +120,7 @@ class ImpalaNet(nn.Module):
         activation: str = "relu",
         separate_value_torso: bool = False,
         mean_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+        init_log_std: float = 0.0,
     ):
         super().__init__()
         if init not in INITS:
@@ -156,7 +158,7 @@ class ImpalaNet(nn.Module):
         nn.init.orthogonal_(self.policy_head.weight, gain=0.01)
         nn.init.zeros_(self.policy_head.bias)
         if policy_type == "gaussian":
-            self.log_std = nn.Parameter(torch.zeros(self.action_dim))
+            self.log_std = nn.Parameter(torch.full((self.action_dim,), float(init_log_std)))
         self.bounded_mean = mean_bounds is not None
         if self.bounded_mean:
             low, high = (torch.as_tensor(b, dtype=torch.float32).reshape(-1) for b in mean_bounds)

@@ -48,7 +48,8 @@ def build_model(cfg: TrainConfig, env_spec: EnvSpec) -> ImpalaNet:
                          normalize_observations=cfg.normalize_observations, activation=cfg.mlp_activation,
                          separate_value_torso=cfg.value_torso == "separate",
                          mean_bounds=((env_spec.action_low, env_spec.action_high)
-                                      if cfg.bounded_mean and env_spec.policy_type == "gaussian" else None))
+                                      if cfg.bounded_mean and env_spec.policy_type == "gaussian" else None),
+                         init_log_std=cfg.init_log_std)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
