@@ -51,6 +51,9 @@ def test_an_environment_can_add_values_to_its_familys_preset():
     assert TrainConfig.for_env("Pendulum-v1", discount=0.99).discount == 0.99  # explicit wins
     assert TrainConfig.for_env("Pendulum-v1", preset=None).discount == 0.99
     assert TrainConfig.for_env("MountainCarContinuous-v0").discount == 0.99
+    walker = TrainConfig.for_env("Walker2d-v5")  # early termination: starts at std e^-1 (docs/learning.md)
+    assert walker.init_log_std == -1.0 and walker.total_frames == 5_000_000 and walker.bounded_mean
+    assert TrainConfig.for_env("HalfCheetah-v5").init_log_std == 0.0
 
 
 def test_presets_are_listed_and_can_be_named(tmp_path):
