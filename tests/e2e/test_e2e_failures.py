@@ -157,6 +157,11 @@ def test_resume_continues_every_file_from_the_checkpoint(tmp_path):
     assert proc.returncode == 0, proc.stderr
     run_dir = tmp_path / "run"
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    with open(run_dir / "metrics.csv", newline="") as f:
+        last_elapsed = float(list(csv.DictReader(f))[-1]["elapsed_s"])
+    # One clock: no row is later than the final checkpoint, so a resumed run's rows come after them all
+    # (CI saw elapsed_s go backwards when the logs' clock started before the checkpoint's).
+    assert last_elapsed <= ckpt["counters"]["elapsed_s"] + 1e-5, (last_elapsed, ckpt["counters"])
     # What a run killed after its checkpoint leaves behind: rows past the checkpoint's frames.
     with open(run_dir / "metrics.csv", "a") as f:
         f.write(f"{ckpt['frames'] + 1000}" + "," * (len(open(run_dir / "metrics.csv").readline().split(",")) - 1) + "\n")

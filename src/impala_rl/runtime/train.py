@@ -82,7 +82,7 @@ class Trainer:
             log.info(self.replay.describe(cfg.replayed_per_batch, cfg.batch_size))
         backend = make_backend(cfg, self.env_spec, learner)
         backend.publish(learner.model, learner.version)  # a resumed run's actors act as its current version
-        start = time.time()
+        start = logger.session_start  # one clock: the checkpoint's elapsed time is the logs' (a resume continues both)
         stop_reason = "done"
         restarts = 0
         crash: BaseException | None = None
@@ -117,11 +117,12 @@ class Trainer:
         finally:
             backend.close()
             restarts = int(backend.info().get("actor_restarts", restarts))
-            elapsed = time.time() - start
+            now = time.time()
+            elapsed = now - start
             row = {"frames": learner.frames}
             try:
                 self.checkpoint(restarts, elapsed)
-                row = logger.flush(learner.frames)
+                row = logger.flush(learner.frames, now=now)  # the last row's elapsed_s is the checkpoint's
                 logger.close()
             except OSError as e:  # e.g. a full disk: the previous checkpoint (atomic writes) is intact
                 stop_reason, crash = "crashed", crash or e
