@@ -3,7 +3,7 @@ the two files at once), with the classic-control preset (tanh MLP):
 
 - CartPole-v1 must reach a 100-episode mean of 400 (random: about 22) within its 500k frames
   (stopping there), serially and on the asynchronous local backend. Seeds 0-4 serially on an
-  Intel Xeon (2026-12-05) reached 400 at 0.17-0.23M frames; seeds 0-2 locally at 0.18-0.20M.
+  Intel Xeon (2026-12-05) reached 400 at 0.17-0.23M frames; seeds 0-4 locally at 0.16-0.20M.
 - Acrobot-v1 must reach -150 (random: -500, the step limit) within 350k frames, serially.
   Seeds 0-4 reached it at 0.085-0.143M and ended at -84 to -89 (with ReLU, the old preset,
   every run stayed at -500; docs/learning.md).
