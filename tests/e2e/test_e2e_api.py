@@ -54,6 +54,9 @@ def test_an_environment_can_add_values_to_its_familys_preset():
     walker = TrainConfig.for_env("Walker2d-v5")  # early termination: starts at std e^-1 (docs/learning.md)
     assert walker.init_log_std == -1.0 and walker.total_frames == 5_000_000 and walker.bounded_mean
     assert TrainConfig.for_env("HalfCheetah-v5").init_log_std == 0.0
+    lunar = TrainConfig.for_env("LunarLander-v3")  # ReLU and batch 8 on top of the classic preset
+    assert (lunar.batch_size, lunar.mlp_activation, lunar.total_frames) == (8, "relu", 5_000_000)
+    assert TrainConfig.for_env("CartPole-v1").batch_size == 16
 
 
 def test_presets_are_listed_and_can_be_named(tmp_path):
