@@ -523,8 +523,9 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
     "LunarLander-v3": {"total_frames": 5_000_000, "mlp_activation": "relu", "batch_size": 8},
     # Early termination: with the family's std 1 at the start the sampled policy stayed at std
     # 0.7 (entropy bonus) and Walker2d sat at 850-1050 to 5M frames; without the bonus, or with
-    # observation normalisation, no better by 2.2-2.6M. Starting at std e^-1 it reached 2000 (seed 0 at 3.5M).
-    # Not yet family-wide: HalfCheetah and Pendulum were not re-run with it (docs/learning.md).
+    # observation normalisation, no better by 2.2-2.6M. Starting at std e^-1: 2000 reached by seeds 0 and 2
+    # (3.5M, 2.5M), seed 1 ended at 935. Not yet family-wide: HalfCheetah and Pendulum were not re-run
+    # with it (docs/learning.md, "Walker2d-v5").
     "Walker2d-v5": {"total_frames": 5_000_000, "init_log_std": -1.0},
 }
 """Per-environment values on top of the family's preset (a single-task run of that id only)."""
