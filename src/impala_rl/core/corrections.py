@@ -42,7 +42,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from impala_rl.core.vtrace import VTraceReturns, _clip, from_importance_weights
+from impala_rl.core.vtrace import VTraceReturns, from_importance_weights, truncate
 
 __all__ = [
     "CORRECTIONS",
@@ -156,6 +156,6 @@ def compute_targets(
     )
     if correction == "1step_is":
         with torch.no_grad():
-            pg_rhos = _clip(torch.exp(log_rhos), clip_pg_rho_threshold)  # V-trace's own truncation
+            pg_rhos = truncate(torch.exp(log_rhos), clip_pg_rho_threshold)  # V-trace's own truncation
         return uncorrected._replace(pg_rhos=pg_rhos)
     return uncorrected  # 'none' and 'epsilon'

@@ -46,6 +46,7 @@ __all__ = [
     "from_logits",
     "from_gaussian",
     "from_policy_params",
+    "truncate",
 ]
 
 
@@ -113,7 +114,8 @@ def _check_time_batch(bootstrap_value: torch.Tensor, **tensors: torch.Tensor) ->
         )
 
 
-def _clip(x: torch.Tensor, threshold: Optional[float]) -> torch.Tensor:
+def truncate(x: torch.Tensor, threshold: Optional[float]) -> torch.Tensor:
+    """``min(threshold, x)`` elementwise (the paper's truncated importance weights); None = no truncation."""
     return x if threshold is None else torch.clamp(x, max=threshold)
 
 
@@ -174,8 +176,8 @@ def from_importance_weights(
         raise ValueError(f"lambda_ must be in [0, 1], got {lambda_}")
     with torch.no_grad():
         rhos = torch.exp(log_rhos)
-        clipped_rhos = _clip(rhos, clip_rho_threshold)
-        cs = lambda_ * _clip(rhos, clip_c_threshold)
+        clipped_rhos = truncate(rhos, clip_rho_threshold)
+        cs = lambda_ * truncate(rhos, clip_c_threshold)
 
         values_t_plus_1 = torch.cat([values[1:], bootstrap_value.unsqueeze(0)], dim=0)
         deltas = clipped_rhos * (rewards + discounts * values_t_plus_1 - values)
@@ -183,7 +185,7 @@ def from_importance_weights(
 
         vs_t_plus_1 = torch.cat([vs[1:], bootstrap_value.unsqueeze(0)], dim=0)
         advantages = rewards + discounts * vs_t_plus_1 - values
-        pg_rhos = _clip(rhos, clip_pg_rho_threshold)
+        pg_rhos = truncate(rhos, clip_pg_rho_threshold)
     return VTraceReturns(vs=vs, pg_rhos=pg_rhos, advantages=advantages)
 
 
