@@ -18,3 +18,67 @@ def test_batch_larger_than_the_actors_hold_at_once(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stop_reason"] == "done" and summary["frames"] >= 6400
+
+
+class _Alive:
+    def is_alive(self):
+        return True
+
+
+class _Pipe:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, slots):
+        self.sent.append(slots)
+
+
+def _backend(num_actors: int, envs_per_actor: int, free: int):
+    from collections import deque
+    from types import SimpleNamespace
+
+    from impala_rl.runtime.backends.local import LocalBackend, _ActorHandle
+
+    backend = LocalBackend.__new__(LocalBackend)  # the bookkeeping alone: no processes, no shared memory
+    backend.cfg = SimpleNamespace(envs_per_actor=envs_per_actor)
+    backend.free = deque(range(free))
+    backend.grants = 0
+    backend.actors = {a: _ActorHandle(_Alive(), _Pipe(), restart=0) for a in range(num_actors)}
+    return backend
+
+
+def test_grant_order_puts_the_emptiest_then_the_longest_waiting_actor_first():
+    from impala_rl.runtime.backends.local import grant_order
+
+    assert grant_order({0: 4, 1: 0}, {0: 7, 1: 3}) == [1, 0]
+    assert grant_order({0: 4, 1: 4, 2: 4}, {0: 9, 1: 2, 2: 5}) == [1, 2, 0]
+    assert grant_order({0: 0, 1: 0}, {0: 1}) == [1, 0]  # never served before one that was
+
+
+def test_freed_slots_go_to_the_idle_actor_not_always_to_actor_0():
+    # Learner-bound steady state (issue 19): actor 0 is mid-unroll holding one unroll's
+    # worth, actor 1 has delivered everything and holds nothing; the learner frees one
+    # unroll's worth. Granting in actor order gave it to actor 0 every time.
+    backend = _backend(num_actors=2, envs_per_actor=4, free=4)
+    backend.actors[0].held = {100, 101, 102, 103}
+    backend._grant_all()
+    assert backend.actors[1].held == {0, 1, 2, 3} and backend.actors[1].conn.sent == [[0, 1, 2, 3]]
+    assert backend.actors[0].held == {100, 101, 102, 103} and backend.actors[0].conn.sent == []
+
+
+def test_free_slots_alternate_between_equally_busy_actors():
+    backend = _backend(num_actors=2, envs_per_actor=4, free=0)
+    for _ in range(6):  # each learner step frees one unroll's worth; the actors finish theirs at once
+        backend.free.extend(range(4))
+        backend._grant_all()
+        for h in backend.actors.values():
+            h.held.clear()
+    counts = [len(h.conn.sent) for h in backend.actors.values()]
+    assert counts == [3, 3]
+
+
+def test_every_free_slot_is_granted_up_to_two_unrolls_per_actor():
+    backend = _backend(num_actors=3, envs_per_actor=2, free=20)
+    backend._grant_all()
+    assert [len(h.held) for h in backend.actors.values()] == [4, 4, 4]
+    assert len(backend.free) == 8

@@ -9,7 +9,9 @@ Transport (torchbeast-style, made kill-safe):
   others. A collector thread in the learner process owns the bookkeeping: it grants free
   slot indices to actors (an actor holds at most two unrolls' worth, so it keeps acting
   while the learner trains: back-pressure bounds memory), receives full ones, and
-  restarts actors that die, returning the slots they held to the free list.
+  restarts actors that die, returning the slots they held to the free list. Free slots
+  go first to the actor holding fewest (then to the one served longest ago): granting
+  in actor order let actor 0 take every freed slot while actor 1 idled (issue 19).
 - Weights are published into one shared-memory copy guarded by a sequence counter
   (a seqlock: no lock to die holding); actors pick up the newest version at the start
   of each unroll. In sync mode they wait for a version newer than their last unroll's.
@@ -169,6 +171,13 @@ def _main_script_hidden():
             main.__dict__.update(saved)
 
 
+def grant_order(held: dict[int, int], last_served: dict[int, int]) -> list[int]:
+    """Actor ids in the order free slots should go to them: fewest slots held first, then
+    the one served longest ago (never-served first), so no actor starves while another
+    is refilled every time the learner frees a batch."""
+    return sorted(held, key=lambda a: (held[a], last_served.get(a, -1)))
+
+
 class _ActorHandle:
     def __init__(self, process, conn, restart: int):
         self.process = process
@@ -176,6 +185,7 @@ class _ActorHandle:
         self.restart = restart
         self.held: set[int] = set()
         self.unrolls = 0
+        self.served = -1  # grant sequence number of its last grant (grant_order's tie-break)
         self.last_error = ""
         self.timings: dict[str, float] = {}  # cumulative seconds by stage, as the actor last reported
 
@@ -197,6 +207,7 @@ class LocalBackend:
         self.finished: list[EpisodeStats] = []
         self.actors: dict[int, _ActorHandle] = {}
         self.restarts = 0
+        self.grants = 0  # grant sequence
         self.failed_starts: dict[int, int] = {}
         self.fatal: str | None = None
         self.wait_time = 0.0
@@ -260,21 +271,36 @@ class LocalBackend:
             self.server.close()
 
     # ------------------------------------------------------------------ slot bookkeeping (under self.cond)
-    def _grant(self, actor_id: int) -> None:
-        """Give an actor slots for one more unroll if it holds fewer than two unrolls' worth."""
+    def _grant(self, actor_id: int, limit: int = 2) -> bool:
+        """Give an actor slots for up to ``limit`` more unrolls while it holds fewer than two
+        unrolls' worth; True if it got any."""
         handle = self.actors[actor_id]
         n = self.cfg.envs_per_actor
-        while len(handle.held) < 2 * n and len(self.free) >= n and handle.process.is_alive():
+        granted = 0
+        while (granted < limit and len(handle.held) < 2 * n and len(self.free) >= n
+               and handle.process.is_alive()):
+            granted += 1
             slots = [self.free.popleft() for _ in range(n)]
             handle.held.update(slots)
+            self.grants += 1
+            handle.served = self.grants
             try:
                 handle.conn.send(slots)
             except (OSError, ValueError):
                 break  # dead: _reap returns the slots
+        return granted > 0
 
     def _grant_all(self) -> None:
-        for actor_id in self.actors:
-            self._grant(actor_id)
+        """Hand out free slots fairly (grant_order), one unroll's worth per turn."""
+        while True:
+            before = len(self.free)
+            order = grant_order({a: len(h.held) for a, h in self.actors.items()},
+                                {a: h.served for a, h in self.actors.items()})
+            for actor_id in order:
+                if self._grant(actor_id, limit=1):
+                    break
+            if len(self.free) == before:
+                return
 
     # ------------------------------------------------------------------ collector thread
     def _collect(self) -> None:
@@ -313,7 +339,7 @@ class LocalBackend:
                         self.finished.extend(EpisodeStats(*e) for e in episodes)
                         handle.unrolls += 1
                         self.failed_starts[actor_id] = 0
-                        self._grant(actor_id)  # keep it busy even while the learner waits for B unrolls
+                        self._grant_all()  # keep actors busy even while the learner waits for B unrolls
                         self.cond.notify_all()
                 elif msg[0] == "error":
                     handle.last_error = msg[1]
