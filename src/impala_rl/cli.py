@@ -141,6 +141,7 @@ def _train_config(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     from impala_rl.envs import check_env_id
     from impala_rl.logging import setup_logging
+    from impala_rl.runtime.precision import describe as describe_precision
     from impala_rl.runtime.train import FINISHED, Trainer
 
     cfg, state, note = _train_config(args)
@@ -172,8 +173,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if note:
         print(note, file=sys.stderr)
     setup_logging(Path(cfg.run_dir), quiet=cfg.quiet)
+    precision = describe_precision(cfg.learner_precision, trainer.learner.precision)
     print(f"[impala] training {cfg.env} for {cfg.total_frames} frames ({cfg.backend} backend, "
-          f"{cfg.num_actors} actors x {cfg.envs_per_actor} envs, device {trainer.device}); run dir {cfg.run_dir}",
+          f"{cfg.num_actors} actors x {cfg.envs_per_actor} envs, device {trainer.device}, {precision}); run dir {cfg.run_dir}",
           file=sys.stderr)
     try:
         result = trainer.run()

@@ -36,6 +36,7 @@ INFERENCE = ("actor", "central")
 OPTIMIZERS = ("rmsprop", "rmsprop_tf", "adam")
 
 VALUE_TORSOS = ("shared", "separate")
+LEARNER_PRECISIONS = ("float32", "bfloat16", "auto")
 
 
 class ConfigError(ValueError):
@@ -102,6 +103,10 @@ class TrainConfig:
                                       "network (updated by the learner, clipped to [-10, 10]); for vector "
                                       "observations such as MuJoCo's.", "model")
     compile: bool = _f(False, "torch.compile the learner's network (faster steps after a compile at start).", "model")
+    learner_precision: str = _f("float32", "The learner network's forward and backward: float32; bfloat16 (autocast; "
+                                "weights, optimiser state, V-trace and the losses stay float32); or auto (bfloat16 "
+                                "where the device computes it natively: CPUs with AVX512-BF16 or AMX, CUDA with "
+                                "bf16; float32 elsewhere).", "model")
     # --- algorithm ------------------------------------------------------------------
     unroll_length: int = _f(20, "Unroll length T (each unroll holds T+1 rows: it overlaps the previous by one).", "agent")
     batch_size: int = _f(32, "Unrolls per learner batch B.", "agent")
@@ -333,6 +338,7 @@ class TrainConfig:
         choice("init", _vocabulary("init"))
         choice("mlp_activation", _vocabulary("mlp_activation"))
         choice("value_torso", VALUE_TORSOS)
+        choice("learner_precision", LEARNER_PRECISIONS)
         for name in ("unroll_length", "batch_size", "num_actors", "envs_per_actor", "env_groups", "total_frames",
                      "lstm_size", "learning_rate", "log_interval", "checkpoint_interval", "max_nonfinite",
                      "eval_episodes"):

@@ -239,22 +239,24 @@ class ImpalaNet(nn.Module):
         if self.obs_norm is not None:
             obs = self.obs_norm(obs)
         flat_obs = obs.reshape(T * B, *self.obs_shape)
-        features = self.torso(flat_obs).view(T, B, -1)
-        if self.use_lstm:
-            features, core_state = self._unroll_lstm(
-                features, last_action, last_reward, first, core_state
-            )
-        policy_params = self.policy_head(features)
-        if self.bounded_mean:
-            policy_params = self.mean_center + self.mean_half_range * torch.tanh(policy_params)
-        if self.policy_type == "gaussian":
-            policy_params = torch.cat([policy_params, self.log_std.expand_as(policy_params)], -1)
-        if self.value_torso is not None:
-            values = self.value_head(self.value_torso(flat_obs).view(T, B, -1))
-        else:
-            values = self.value_head(features)
-        if self.popart is not None:
-            values = values * self.popart.sigma + self.popart.mu
+        features = self.torso(flat_obs).view(T, B, -1).float()
+        value_features = self.value_torso(flat_obs).view(T, B, -1).float() if self.value_torso is not None else None
+        # Under the learner's bfloat16 autocast (runtime/precision.py) only the torsos run in
+        # bfloat16: the LSTM, the heads and PopArt stay float32, so the policy's log-probabilities
+        # (and with them V-trace's importance weights) and the values lose no precision.
+        with torch.autocast(features.device.type, enabled=False):
+            if self.use_lstm:
+                features, core_state = self._unroll_lstm(
+                    features, last_action, last_reward, first, core_state
+                )
+            policy_params = self.policy_head(features)
+            if self.bounded_mean:
+                policy_params = self.mean_center + self.mean_half_range * torch.tanh(policy_params)
+            if self.policy_type == "gaussian":
+                policy_params = torch.cat([policy_params, self.log_std.expand_as(policy_params)], -1)
+            values = self.value_head(value_features if value_features is not None else features)
+            if self.popart is not None:
+                values = values * self.popart.sigma + self.popart.mu
         return NetOutput(policy_params, values), core_state
 
     def _unroll_lstm(

@@ -20,6 +20,7 @@ import torch
 
 from impala_rl.config import TrainConfig
 from impala_rl.core.optim import RMSpropTF
+from impala_rl.runtime.precision import AutocastForward, resolve_precision
 from impala_rl.runtime.types import Batch, RolloutSpec
 
 
@@ -64,6 +65,9 @@ class Learner:
         self.model = model.to(device)
         # The compiled callable shares parameters with self.model (whose state_dict stays plain).
         self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.precision = resolve_precision(cfg.learner_precision, device)  # float32 or bfloat16
+        if self.precision == "bfloat16":  # outputs come back float32: the loss never sees bfloat16
+            self.forward = AutocastForward(self.forward, device)
         self.optimizer = make_optimizer(cfg, self.model.parameters())
         self.version = 0  # number of updates applied = the policy version actors see
         self.frames = 0  # environment frames consumed
