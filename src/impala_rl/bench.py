@@ -13,7 +13,9 @@ In one invocation, with the same environment pipeline, network and cores:
    min(env, learner, inference);
 5. **train**: end-to-end training at steady state (after a warm-up), environment frames
    consumed by the learner per second;
-6. **ratio** = train / bound, with a breakdown of where the end-to-end run spent its time.
+6. **ratio** = train / bound, with a breakdown of where the end-to-end run spent its time,
+   the mean policy lag over the window (learner updates between acting and learning) and
+   each process's CPU share (CPU seconds per wall second: 1.0 = one core kept busy).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class BenchResult:
     ratio: float
     learner_breakdown: dict = field(default_factory=dict)  # fraction of learner wall time
     actor_breakdown: dict = field(default_factory=dict)  # fraction of actor wall time (mean over actors)
+    policy_lag: float = float("nan")  # mean over the measured window, in learner updates
+    cpu_share: dict = field(default_factory=dict)  # process -> CPU seconds per wall second (Linux)
     config: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -165,21 +169,25 @@ def measure_learner(cfg: TrainConfig, env_spec: EnvSpec, duration: float, device
 
 
 def measure_train(cfg: TrainConfig, env_spec: EnvSpec, warmup: float, duration: float,
-                  device: torch.device) -> tuple[float, dict, dict]:
-    """Steady-state training frames/s and where the learner and the actors spent their time."""
+                  device: torch.device) -> tuple[float, dict, dict, float, dict]:
+    """Steady-state training frames/s, where the learner and the actors spent their time,
+    the mean policy lag and each process's CPU share over the measured window."""
     learner = build_learner(cfg, env_spec, device=device)
     backend = make_backend(cfg, env_spec, learner)
     learner_t = {"wait_batch": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0, "publish": 0.0}
-    window = {"measuring": False, "frames0": 0, "actors0": {}, "t0": 0.0}
+    window = {"measuring": False, "frames0": 0, "actors0": {}, "t0": 0.0, "cpu0": {}}
+    lags: list[float] = []
 
     def measure(step) -> str | None:
         """Warm up, then account the learner's time for ``duration`` seconds."""
         now = time.perf_counter()
         if not window["measuring"]:
             if now - t_begin >= warmup:
-                window.update(measuring=True, frames0=step.frames, actors0=backend.actor_timings(), t0=now)
+                window.update(measuring=True, frames0=step.frames, actors0=backend.actor_timings(), t0=now,
+                              cpu0={name: (pid, cpu_seconds(pid)) for name, pid in _process_ids(backend).items()})
             return None
         m = step.metrics
+        lags.append(m.get("policy_lag_mean", float("nan")))
         learner_t["wait_batch"] += step.wait_s
         learner_t["forward"] += m.get("time_forward_s", 0.0)
         learner_t["backward"] += m.get("time_backward_s", 0.0)
@@ -195,6 +203,7 @@ def measure_train(cfg: TrainConfig, env_spec: EnvSpec, warmup: float, duration: 
         frames0, actors0 = window["frames0"], window["actors0"]
         fps = (learner.frames - frames0) / elapsed
         actors1 = backend.actor_timings()
+        cpu_share = {name: (cpu_seconds(pid) - cpu0) / elapsed for name, (pid, cpu0) in window["cpu0"].items()}
     finally:
         backend.close()
     learner_frac = {k: v / elapsed for k, v in learner_t.items()}
@@ -204,7 +213,25 @@ def measure_train(cfg: TrainConfig, env_spec: EnvSpec, warmup: float, duration: 
                   for k in actors1}
     if cfg.backend == "serial":  # one process: actor time is part of the learner's wait
         actor_frac = {k: v * n_actors for k, v in actor_frac.items()}
-    return fps, learner_frac, actor_frac
+    return fps, learner_frac, actor_frac, float(np.mean(lags)) if lags else float("nan"), cpu_share
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process (all its threads) has used; nan where /proc is absent."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)": fields 3.. of proc(5)
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _process_ids(backend) -> dict[str, int]:
+    """The learner's process and, where the backend runs them locally, each actor's."""
+    pids = {"learner": os.getpid()}
+    for actor_id, pid in sorted(getattr(backend, "actor_pids", dict)().items()):
+        pids[f"actor {actor_id}"] = pid
+    return pids
 
 
 def run_bench(cfg: TrainConfig, duration: float = 20.0, warmup: float = 15.0, log=print) -> BenchResult:
@@ -230,9 +257,9 @@ def run_bench(cfg: TrainConfig, duration: float = 20.0, warmup: float = 15.0, lo
         formula = "1 / (1/env + 1/learner + 1/inference) (all stages share the CPU cores)"
     log(f"[bench] end-to-end training ({warmup:.0f}s warm-up + {duration:.0f}s) ...")
     torch.set_num_threads(cfg.resolved_learner_threads)  # as `impala train` runs it
-    train_fps, learner_frac, actor_frac = measure_train(cfg, env_spec, warmup, duration, device)
+    train_fps, learner_frac, actor_frac, lag, cpu_share = measure_train(cfg, env_spec, warmup, duration, device)
     return BenchResult(env_fps, learner_fps, inference_fps, bound, formula, train_fps, train_fps / bound,
-                       learner_frac, actor_frac, cfg.to_dict())
+                       learner_frac, actor_frac, lag, cpu_share, cfg.to_dict())
 
 
 def format_table(r: BenchResult) -> str:
@@ -247,6 +274,8 @@ def format_table(r: BenchResult) -> str:
         "",
         "learner process, share of wall time: " + ", ".join(f"{k} {v:.0%}" for k, v in r.learner_breakdown.items()),
         "actor processes, share of wall time: " + ", ".join(f"{k} {v:.0%}" for k, v in r.actor_breakdown.items()),
+        f"policy lag: {r.policy_lag:.1f} learner updates (mean over the window)",
+        "CPU share (1.0 = one core busy): " + ", ".join(f"{k} {v:.2f}" for k, v in r.cpu_share.items()),
     ]
     return "\n".join(lines)
 

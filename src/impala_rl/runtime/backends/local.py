@@ -402,6 +402,10 @@ class LocalBackend:
     def info(self) -> dict[str, float]:
         return {"actor_restarts": float(self.restarts), "learner_wait_s": self.wait_time}
 
+    def actor_pids(self) -> dict[int, int]:
+        """Process id of each live actor (for `impala bench`'s CPU shares)."""
+        return {actor_id: handle.process.pid for actor_id, handle in list(self.actors.items())}
+
     def actor_timings(self) -> dict[str, float]:
         """Cumulative seconds by stage, summed over the live actors (for `impala bench`)."""
         return sum_timings(handle.timings for handle in list(self.actors.values()))
