@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import signal
 import sys
 from pathlib import Path
@@ -102,6 +103,28 @@ def _flag_value(value) -> str:
     return " ".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
 
 
+def _recorded_config(path: str, explicit: dict):
+    """A run's recorded config.json (``path`` is the file or its run directory) with ``explicit`` on top."""
+    from impala_rl.config import ConfigError, TrainConfig
+
+    file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
+    try:
+        recorded = json.loads(file.read_text())
+    except OSError as e:
+        raise UsageError(f"--config: cannot read {file}: {e.strerror or e}; give a run directory or its "
+                         f"config.json") from None
+    except ValueError as e:
+        raise UsageError(f"--config: {file} is not JSON ({e}); give a run directory or its config.json") from None
+    if not isinstance(recorded, dict):
+        raise UsageError(f"--config: {file} holds no config object; give a run directory or its config.json")
+    recorded.pop("run_dir", None)  # a repeat never writes into the recorded run
+    try:
+        cfg = TrainConfig.from_dict({**recorded, **explicit})
+    except (ConfigError, TypeError) as e:
+        raise UsageError(f"--config: {file} cannot be loaded by this version of impala-rl: {e}") from None
+    return cfg if cfg.run_dir else dataclasses.replace(cfg, run_dir=cfg.default_run_dir())
+
+
 def _train_config(args: argparse.Namespace):
     """(config, resume state or None, note on the preset or overrides applied) from the parsed flags."""
     from impala_rl.runtime.train import load_run
@@ -115,6 +138,12 @@ def _train_config(args: argparse.Namespace):
         if "env" in explicit or args.resume:
             raise UsageError("--suite names the run's environments: give it instead of --env (and not with --resume)")
         explicit["env"] = ",".join(SUITES[args.suite])
+    if args.config is not None:
+        if args.resume:
+            raise UsageError("--config starts a new run from a recorded config; --resume continues one: give one")
+        return _recorded_config(args.config, explicit), None, (
+            f"[impala] config from {args.config} (no preset applied: the record holds every value)"
+            + (f"; flags given: {explicit}" if explicit else ""))
     if args.resume:
         try:
             cfg, state = load_run(args.resume)
@@ -421,6 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "which --no-preset keeps.")
     train.add_argument("--resume", metavar="RUN_DIR", default=None,
                        help="continue a run (frames, optimizer state, LR schedule) from its checkpoint")
+    train.add_argument("--config", metavar="PATH", default=None,
+                       help="repeat a run from its record: a run directory or its config.json; every value comes "
+                       "from the record (no preset is applied on top), flags given beside it win, and it trains "
+                       "in a new run directory unless --run-dir is given")
     train.add_argument("--suite", metavar="NAME", default=None,
                        help="train one agent on a named set of environments (multi-task; docs/multitask.md): "
                        "minatar5, minatar3, atari5 (with --full-action-space for one 18-action policy)")
