@@ -38,7 +38,7 @@ from impala_rl.runtime.builders import atari_options, build_learner, probe_env, 
 from impala_rl.runtime.backends import make_backend
 from impala_rl.runtime.builders import resolve_device
 from impala_rl.runtime.loop import run_loop
-from impala_rl.runtime.sources import FreshUnrolls
+from impala_rl.runtime.sources import make_source
 
 
 @dataclass
@@ -198,7 +198,7 @@ def measure_train(cfg: TrainConfig, env_spec: EnvSpec, warmup: float, duration: 
     try:
         backend.start()
         t_begin = time.perf_counter()
-        run_loop(FreshUnrolls(backend), learner, backend.publish, [measure], total_frames=math.inf)
+        run_loop(make_source(cfg, backend, name="fresh"), learner, backend.publish, [measure], total_frames=math.inf)
         elapsed = time.perf_counter() - window["t0"]
         frames0, actors0 = window["frames0"], window["actors0"]
         fps = (learner.frames - frames0) / elapsed

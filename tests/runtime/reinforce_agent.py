@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from impala_rl.agents import Action, agent_options
+from impala_rl.agents import Action, LossOutput, agent_options
 from impala_rl.models import NetOutput
 
 
@@ -95,8 +95,9 @@ class ReinforceAgent:
         # How far the learner's policy is from the one that acted (the recorded log-probabilities),
         # on rows 1..T-1 (row 0's action was chosen at the end of the previous unroll).
         drift = (logp.detach()[1:] - batch["logp"][1:-1]).abs().mean()
-        return loss, {"reinforce_loss": loss.detach(), "reinforce_logp_drift": drift,
-                      "reinforce_entropy": entropy.detach()}
+        # Per unroll: its first row's return to go (the learner gathers these into batch order).
+        return LossOutput(loss, {"reinforce_loss": loss.detach(), "reinforce_logp_drift": drift,
+                                 "reinforce_entropy": entropy.detach()}, {"return_to_go": returns[0].detach()})
 
-    def after_update(self, model, metrics):
+    def after_update(self, model, output):
         return {}

@@ -82,7 +82,7 @@ def test_the_agents_option_changes_its_loss(tmp_path):
              "reward": torch.ones(T + 1, B), "first": torch.zeros(T + 1, B, dtype=torch.bool),
              "steps": torch.zeros(B), "action": torch.randint(0, 2, (T + 1, B), generator=g),
              "terminal": torch.zeros(T + 1, B, dtype=torch.bool), "logp": torch.zeros(T + 1, B)}
-    loss0, m0 = plain.loss(model, batch)
-    loss1, m1 = bonus.loss(model, batch)
+    loss0, m0, _ = plain.loss(model, batch)
+    loss1, m1, _ = bonus.loss(model, batch)
     assert float(m0["reinforce_entropy"]) > 0.5  # near log 2 for a fresh policy
     assert loss1.detach().item() == pytest.approx(loss0.detach().item() - float(m1["reinforce_entropy"]), abs=1e-6)

@@ -41,7 +41,7 @@ def _loss_and_grads(cfg, env_spec, model, batch, learner_precision):
     out, new_state = learner.forward(obs=batch["obs"], last_action=batch["last_action"], last_reward=batch["reward"],
                                      first=batch["first"], core_state=state)
     assert all(s.dtype == torch.float32 for s in new_state)
-    loss, metrics = learner.agent.loss(learner.forward, {k: v.clone() for k, v in batch.items()})
+    loss, metrics, _ = learner.agent.loss(learner.forward, {k: v.clone() for k, v in batch.items()})
     loss.backward()
     grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
     return out, loss.detach(), {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.dim() == 0}, grads

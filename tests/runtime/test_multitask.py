@@ -118,9 +118,9 @@ def test_popart_preserves_the_outputs_inside_the_learner_after_real_updates():
 
     original = agent.after_update
 
-    def after_update(m, metrics):
+    def after_update(m, output):
         before, mu = values(), m.popart.mu.clone()
-        extra = original(m, metrics)
+        extra = original(m, output)
         checks.append((before, values(), mu, m.popart.mu.clone()))
         return extra
 

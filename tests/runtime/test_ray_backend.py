@@ -253,7 +253,7 @@ def test_replay_mixes_ray_unrolls_with_replayed_ones(joined_ray):
     env_spec = probe_env(cfg)
     model = build_model(cfg, env_spec)
     backend = ray_backend.RayBackend(cfg, env_spec, model)
-    source = MixedReplay(backend, ReplayBuffer(backend.spec, capacity=20), cfg.replayed_per_batch)
+    source = MixedReplay(backend, ReplayBuffer(backend.spec, capacity=20), cfg.fresh_batch_size, cfg.replayed_per_batch)
     seen = []
     try:
         backend.start()

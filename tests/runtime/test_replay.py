@@ -26,7 +26,8 @@ class CountingBackend:
         self.size = size
         self.count = 0
 
-    def get_batch(self):
+    def get_batch(self, count=None):
+        assert count in (None, self.size)  # the source asks for its fresh share
         ids = torch.arange(self.count, self.count + self.size)
         self.count += self.size
         batch = {}
@@ -43,11 +44,15 @@ def unroll_ids(batch) -> torch.Tensor:
 
 def test_each_batch_mixes_fresh_and_replayed_unrolls_in_the_asked_proportion():
     backend = CountingBackend(size=6)
-    source = MixedReplay(backend, ReplayBuffer(SPEC, capacity=100, seed=0), replayed=2)
+    buffer = ReplayBuffer(SPEC, capacity=100, seed=0)
+    source = MixedReplay(backend, buffer, fresh=6, replayed=2)
     for step in range(20):
         batch, _ = source.next_batch()
         assert batch["obs"].shape[:2] == (5, 8) and batch["version"].shape == (8,)
         assert batch["replayed"].tolist() == [False] * 6 + [True] * 2
+        # the batch says where each replayed unroll sits in the buffer (-1: fresh)
+        assert batch["replay_index"][:6].tolist() == [-1] * 6
+        assert torch.equal(buffer.storage["version"][batch["replay_index"][6:]], batch["version"][6:])
         fresh = unroll_ids(batch)[:6]
         assert fresh.tolist() == list(range(6 * step, 6 * step + 6))  # the backend's batch, in order
         assert (unroll_ids(batch)[6:] < 6 * (step + 1)).all()  # replayed: something already seen
@@ -56,13 +61,13 @@ def test_each_batch_mixes_fresh_and_replayed_unrolls_in_the_asked_proportion():
 def test_a_replayed_unroll_is_exactly_the_unroll_that_was_collected_with_its_policy_and_state():
     backend = CountingBackend(size=4)
     buffer = ReplayBuffer(SPEC, capacity=50, seed=1)
-    source = MixedReplay(backend, buffer, replayed=4)
+    source = MixedReplay(backend, buffer, fresh=4, replayed=4)
     for _ in range(10):
         batch, _ = source.next_batch()
         for j in range(4, 8):
             n = float(batch["version"][j])
             for name, value in batch.items():
-                if name == "replayed":
+                if name in ("replayed", "replay_index"):
                     continue
                 column = value[:, j] if name in SPEC.row_names else value[j]
                 expected = torch.full_like(column, n) if column.dtype != torch.bool else torch.full_like(column, n > 0)
@@ -78,7 +83,9 @@ def test_memory_is_bounded_the_oldest_unroll_goes_first_and_draws_are_uniform():
         buffer.add(backend.get_batch()[0])
     assert buffer.size == 10 and buffer.nbytes == nbytes and buffer.added == 600
     assert sorted(buffer.storage["version"].tolist()) == list(range(590, 600))  # the last 10, FIFO
-    counts = torch.bincount(buffer.sample(20_000)["version"] - 590, minlength=10)
+    drawn, idx = buffer.sample(20_000)
+    assert torch.equal(buffer.storage["version"][idx], drawn["version"])
+    counts = torch.bincount(drawn["version"] - 590, minlength=10)
     assert ((counts > 1800) & (counts < 2200)).all(), counts  # 2000 each if uniform
 
 

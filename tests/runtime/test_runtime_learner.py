@@ -130,15 +130,15 @@ def test_trainer_stops_after_max_nonfinite_losses_and_keeps_good_weights(tmp_pat
     cfg = make_cfg(tmp_path, max_nonfinite=max_nonfinite)
     trainer = Trainer(cfg)
     after_good = {}
-    original_step = Learner.step
+    original_update = Learner.update
 
-    def step(self, batch):
-        metrics = original_step(self, batch)
+    def update(self, batch):
+        result = original_update(self, batch)
         if self.version == good_steps and not after_good:
             after_good.update(weights(self.model))
-        return metrics
+        return result
 
-    monkeypatch.setattr(Learner, "step", step)
+    monkeypatch.setattr(Learner, "update", update)
     result = trainer.run()
 
     assert result.stop_reason == "nonfinite"

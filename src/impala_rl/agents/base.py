@@ -16,8 +16,11 @@ fills in what is specific to one algorithm:
 - **its config section**: IMPALA's is the ``agent`` section of :class:`TrainConfig` (flags
   of ``impala train``); an agent defined elsewhere declares an ``Options`` dataclass on its
   class and reads it with :func:`agent_options` from ``--agent-options key=value,...``;
-- **its loss**, :meth:`Agent.loss`: ``(forward, batch) -> (loss, metrics)``, plus two
-  optional hooks around the optimiser step (:meth:`Agent.before_updates`,
+- **its loss**, :meth:`Agent.loss`: ``(forward, batch) ->`` :class:`LossOutput` (the
+  scalar loss, scalar metrics to log, and per-unroll tensors such as PopArt's value
+  targets or a replay buffer's new priorities, which the learner gathers back into the
+  batch's unroll order across minibatches and hands to the data source and the hooks),
+  plus two optional hooks around the optimiser step (:meth:`Agent.before_updates`,
   :meth:`Agent.after_update`) for statistics that live in the network (observation
   normalisation, PopArt).
 
@@ -63,6 +66,22 @@ class Action(NamedTuple):
     record: dict[str, torch.Tensor]
 
 
+class LossOutput(NamedTuple):
+    """What :meth:`Agent.loss` returns for a (mini)batch of B' unrolls.
+
+    Attributes:
+        loss: the scalar to minimise.
+        metrics: scalar tensors, logged (averaged over a batch's minibatches).
+        per_unroll: tensors whose first dimension is the B' unrolls, in the order of the
+            (mini)batch given; the learner gathers them into the whole batch's order
+            (``[B, ...]``, the last pass's values) for the data source and the hooks.
+    """
+
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor]
+    per_unroll: dict[str, torch.Tensor] = {}
+
+
 class Agent(Protocol):
     """An algorithm on the shared runtime (see the module docstring)."""
 
@@ -86,14 +105,14 @@ class Agent(Protocol):
     def value(self, out: Any, task: torch.Tensor | None = None) -> torch.Tensor:
         """float32 ``[N]``: the state values in ``out`` (one step) of each env's ``task``, in reward units."""
 
-    def loss(self, forward, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The scalar loss of a batch ([T+1, B] rows) and its metrics (scalar tensors are logged)."""
+    def loss(self, forward, batch: dict[str, torch.Tensor]) -> LossOutput:
+        """The loss of a batch ([T+1, B] rows), its scalar metrics and its per-unroll outputs."""
 
     def before_updates(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
         """Once per batch, before its gradient steps."""
 
-    def after_update(self, model: torch.nn.Module, metrics: dict[str, torch.Tensor]) -> dict[str, float]:
-        """After each optimiser step; returns extra metrics to log."""
+    def after_update(self, model: torch.nn.Module, output: LossOutput) -> dict[str, float]:
+        """After each optimiser step, with that step's :class:`LossOutput`; returns extra metrics to log."""
 
 
 def agent_class(name: str) -> type:

@@ -35,7 +35,7 @@ from impala_rl.runtime.actor import EpisodeStats
 from impala_rl.runtime.backends.base import ActorFailure
 from impala_rl.runtime.backends.ray_backend import RayBackend
 from impala_rl.runtime.loop import run_loop, stop_on_nonfinite
-from impala_rl.runtime.sources import FreshUnrolls
+from impala_rl.runtime.sources import make_source
 from impala_rl.runtime.types import Batch
 
 log = logging.getLogger("impala_rl")
@@ -137,7 +137,7 @@ class PeerLearner:
 
         try:
             self.backend.start()
-            run_loop(FreshUnrolls(self.backend), learner, self.backend.publish,
+            run_loop(make_source(cfg, self.backend), learner, self.backend.publish,
                      [keep_episodes, stop_on_nonfinite(learner, cfg.max_nonfinite)], cfg.total_frames)
         finally:
             self.backend.close()
@@ -214,9 +214,9 @@ class MultiLearnerBackend:
                 self.peer_restarts[i] = restarts
                 self.drains[i] = peer.drain.remote()
 
-    def get_batch(self) -> tuple[Batch, list[EpisodeStats]]:
+    def get_batch(self, count: int | None = None) -> tuple[Batch, list[EpisodeStats]]:
         self._poll_peers()
-        batch, episodes = self.local.get_batch()
+        batch, episodes = self.local.get_batch(count)
         episodes = episodes + self.peer_episodes
         self.peer_episodes = []
         return batch, episodes

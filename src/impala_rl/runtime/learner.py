@@ -15,9 +15,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from typing import NamedTuple
 
 import torch
 
+from impala_rl.agents.base import LossOutput
 from impala_rl.config import TrainConfig
 from impala_rl.core.optim import RMSpropTF
 from impala_rl.runtime.precision import AutocastForward, resolve_precision
@@ -52,6 +54,13 @@ def average_metrics(results: list[dict[str, float]]) -> dict[str, float]:
         else:
             out[key] = sum(values) / len(values)
     return out
+
+
+class StepResult(NamedTuple):
+    """What :meth:`Learner.update` did with one batch."""
+
+    metrics: dict[str, float]  # averaged over the batch's minibatch steps (times summed)
+    per_unroll: dict[str, torch.Tensor]  # the agent's per-unroll outputs, [B, ...] in the batch's order
 
 
 class Learner:
@@ -102,13 +111,27 @@ class Learner:
         return {name: getattr(self.cfg, name) for name in MUTABLE_HYPERPARAMETERS}
 
     def step(self, batch: Batch) -> dict[str, float]:
-        """Train on a batch of B unrolls ([T+1, B, ...] row fields); returns metrics.
+        """Train on a batch (see :meth:`update`); returns its metrics."""
+        return self.update(batch).metrics
+
+    def fresh_frames(self, batch: Batch) -> int:
+        """Environment frames behind a batch, counted from the data: its fresh unrolls (not
+        those a replay source marked ``replayed``) x T steps x the action repeat, times the
+        number of peer learners (each trains on a batch of its own)."""
+        unrolls = batch["version"].shape[0]
+        replayed = batch.get("replayed")
+        fresh = unrolls - (int(replayed.sum()) if replayed is not None else 0)
+        return fresh * (batch["obs"].shape[0] - 1) * self.cfg.frames_per_step * self.cfg.num_learners
+
+    def update(self, batch: Batch) -> "StepResult":
+        """Train on a batch of B unrolls ([T+1, B, ...] row fields).
 
         One gradient step on the whole batch by default (the paper). With
         ``learner_epochs`` E and ``learner_minibatches`` M it makes E passes, each over the
         B unrolls shuffled into M minibatches: E * M steps, V-trace correcting for the
         policy moving away from the behaviour policy between steps. Metrics are averaged
-        over the steps (times summed); the version advances once per batch.
+        over the steps (times summed); the agent's per-unroll outputs come back in the
+        batch's unroll order (from the last pass); the version advances once per batch.
         """
         cfg = self.cfg
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -117,16 +140,21 @@ class Learner:
         self.agent.before_updates(self.model, batch if replayed is None else
                                   self.spec.select(batch, torch.nonzero(~replayed).flatten()))
         lag = (self.version - batch["version"]).float()
-        self.frames += cfg.frames_per_update
+        self.frames += self.fresh_frames(batch)
         size = batch["version"].shape[0]
-        results, applied = [], False
+        results, applied, per_unroll = [], False, {}
         for _ in range(cfg.learner_epochs):
             order = (torch.randperm(size, generator=self.shuffle) if cfg.learner_minibatches > 1
                      else torch.arange(size))
             for idx in order.chunk(cfg.learner_minibatches):
-                result, ok = self._update(self.spec.select(batch, idx.to(self.device)) if len(idx) < size else batch)
+                idx = idx.to(self.device)
+                result, ok, output = self._update(self.spec.select(batch, idx) if len(idx) < size else batch)
                 results.append(result)
                 applied |= ok
+                for name, value in output.per_unroll.items():  # scattered back into batch order
+                    if name not in per_unroll:
+                        per_unroll[name] = value.new_zeros((size, *value.shape[1:]))
+                    per_unroll[name][idx] = value.detach()
         result = average_metrics(results)
         result.update(policy_lag_mean=float(lag.mean()), policy_lag_max=float(lag.max()))
         if replayed is not None:
@@ -134,18 +162,19 @@ class Learner:
                           policy_lag_fresh=float(lag[~replayed].mean()), policy_lag_replay=float(lag[replayed].mean()))
         if applied:
             self.version += 1
-        return result
+        return StepResult(result, per_unroll)
 
-    def _update(self, batch: Batch) -> tuple[dict[str, float], bool]:
-        """One gradient step on ``batch``; (metrics, whether the weights changed)."""
+    def _update(self, batch: Batch) -> tuple[dict[str, float], bool, LossOutput]:
+        """One gradient step on ``batch``; (metrics, whether the weights changed, the agent's output)."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        loss, metrics = self.agent.loss(self.forward, batch)
+        output = self.agent.loss(self.forward, batch)
+        loss = output.loss
         t_forward = time.perf_counter()
-        result = {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.dim() == 0}
+        result = {k: float(v) for k, v in output.metrics.items() if torch.is_tensor(v) and v.dim() == 0}
         loss_finite = math.isfinite(float(loss.detach()))
         if not loss_finite and self.gradient_sync is None:
-            return self._skip(result), False
+            return self._skip(result), False, output
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -161,15 +190,15 @@ class Learner:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
-            return self._skip(result), False
+            return self._skip(result), False, output
         self.optimizer.step()
-        result.update(self.agent.after_update(self.model, metrics))
+        result.update(self.agent.after_update(self.model, output))
         self.nonfinite_in_a_row = 0
         t_end = time.perf_counter()
         result.update(grad_norm=grad_norm, learning_rate=lr, nonfinite_total=float(self.nonfinite_total),
                       time_forward_s=t_forward - t0, time_backward_s=t_backward - t_forward,
                       time_optimizer_s=t_end - t_backward)
-        return result, True
+        return result, True, output
 
     def _skip(self, result: dict[str, float]) -> dict[str, float]:
         """A non-finite loss or gradient: leave the weights as they were and count it."""

@@ -1,4 +1,4 @@
-"""The one training loop: source -> learner step -> publish weights -> hooks.
+"""The one training loop: source -> learner step -> feedback to the source -> publish weights -> hooks.
 
 ``impala train``, each peer learner of ``--num-learners N`` and ``impala bench`` all run
 :func:`run_loop`; what differs between them is their hooks. A hook is called after every
@@ -34,7 +34,7 @@ class Step:
     episodes: list[EpisodeStats]  # episodes that finished since the last step
     wait_s: float  # time waiting for the batch
     publish_s: float  # time publishing the weights
-    extra: dict = field(default_factory=dict)
+    per_unroll: dict = field(default_factory=dict)  # the agent's per-unroll outputs, [B, ...] in batch order
 
 
 def run_loop(source, learner, publish: Callable, hooks: Iterable[Hook], total_frames: int) -> str:
@@ -44,10 +44,12 @@ def run_loop(source, learner, publish: Callable, hooks: Iterable[Hook], total_fr
         t0 = time.perf_counter()
         batch, episodes = source.next_batch()
         t1 = time.perf_counter()
-        metrics = learner.step(batch)
+        result = learner.update(batch)
+        source.feedback(batch, result.per_unroll)  # e.g. a prioritised replay's new priorities
         t2 = time.perf_counter()
         publish(learner.model, learner.version)
-        step = Step(learner.frames, learner.version, metrics, episodes, t1 - t0, time.perf_counter() - t2)
+        step = Step(learner.frames, learner.version, result.metrics, episodes, t1 - t0, time.perf_counter() - t2,
+                    result.per_unroll)
         for hook in hooks:
             reason = hook(step)
             if reason:

@@ -73,34 +73,45 @@ class ReplayBuffer:
         self.size = min(self.capacity, self.size + count)
         self.added += count
 
-    def sample(self, count: int) -> Batch:
-        """``count`` unrolls drawn uniformly, with replacement, from what the buffer holds."""
+    def sample(self, count: int) -> tuple[Batch, torch.Tensor]:
+        """``count`` unrolls drawn uniformly, with replacement, from what the buffer holds, and
+        their positions in the buffer (int64 ``[count]``)."""
         if self.size == 0:
             raise RuntimeError("sample from an empty replay buffer")
         idx = torch.randint(self.size, (count,), generator=self.generator)
+        return self.gather(idx), idx
+
+    def gather(self, idx: torch.Tensor) -> Batch:
+        """The unrolls at buffer positions ``idx`` as a [T+1, len(idx)] batch."""
         return {name: t.index_select(1 if name in self.rows else 0, idx) for name, t in self.storage.items()}
 
 
 class MixedReplay:
-    """Fresh unrolls from ``backend`` plus ``replayed`` unrolls from a :class:`ReplayBuffer`."""
+    """Each batch: ``fresh`` unrolls from ``backend`` plus ``replayed`` from a :class:`ReplayBuffer`."""
 
-    def __init__(self, backend, buffer: ReplayBuffer, replayed: int):
+    def __init__(self, backend, buffer: ReplayBuffer, fresh: int, replayed: int):
         self.backend = backend
         self.buffer = buffer
+        self.fresh = fresh
         self.replayed = replayed
 
     def next_batch(self):
-        fresh, episodes = self.backend.get_batch()
+        fresh, episodes = self.backend.get_batch(self.fresh)
         self.buffer.add(fresh)
+        n_fresh = fresh["version"].shape[0]
+        device = fresh["version"].device
         if self.replayed == 0:
             return fresh, episodes
-        old = self.buffer.sample(self.replayed)
+        old, idx = self.buffer.sample(self.replayed)
         rows = self.buffer.rows
         batch = {name: torch.cat([fresh[name], old[name].to(fresh[name].device)], dim=1 if name in rows else 0)
                  for name in fresh}
-        n_fresh = fresh["version"].shape[0]
-        batch["replayed"] = torch.arange(n_fresh + self.replayed, device=fresh["version"].device) >= n_fresh
+        batch["replayed"] = torch.arange(n_fresh + self.replayed, device=device) >= n_fresh
+        batch["replay_index"] = torch.cat([torch.full((n_fresh,), -1, dtype=torch.int64), idx]).to(device)
         return batch, episodes
+
+    def feedback(self, batch: Batch, per_unroll: dict[str, torch.Tensor]) -> None:
+        pass  # uniform replay: nothing to update (a prioritised buffer would take new priorities here)
 
 
 def make_replay_buffer(cfg, spec: RolloutSpec) -> ReplayBuffer | None:

@@ -21,8 +21,8 @@ from impala_rl.runtime.backends.base import ActorFailure
 from impala_rl.runtime.builders import build_learner, probe_env, resolve_device
 from impala_rl.runtime.loop import every, run_loop, stop_at_return, stop_on_nonfinite
 from impala_rl.runtime.play import evaluation_hook
-from impala_rl.runtime.replay import MixedReplay, make_replay_buffer
-from impala_rl.runtime.sources import FreshUnrolls
+from impala_rl.runtime.replay import make_replay_buffer
+from impala_rl.runtime.sources import make_source
 
 log = logging.getLogger("impala_rl")
 
@@ -101,9 +101,7 @@ class Trainer:
         self.save_now = lambda: self.checkpoint(restarts, time.time() - start)
         try:
             backend.start()
-            source = (MixedReplay(backend, self.replay, cfg.replayed_per_batch) if self.replay is not None
-                      else FreshUnrolls(backend))
-            stop_reason = run_loop(source, learner, backend.publish, hooks, cfg.total_frames)
+            stop_reason = run_loop(make_source(cfg, backend, self.replay), learner, backend.publish, hooks, cfg.total_frames)
         except KeyboardInterrupt:
             stop_reason = "interrupted"
             log.warning("interrupted: writing a final checkpoint")

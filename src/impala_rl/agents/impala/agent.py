@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from impala_rl.agents.base import Action, Fields
+from impala_rl.agents.base import Action, Fields, LossOutput
 from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.core import distributions
 from impala_rl.core.losses import impala_loss
@@ -115,7 +115,7 @@ class ImpalaAgent:
         if obs_norm is not None:  # rows 1..T are new; row 0 repeats the previous unroll's row T
             obs_norm.update(batch["obs"][1:])
 
-    def loss(self, forward, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, forward, batch: dict[str, torch.Tensor]) -> LossOutput:
         cfg = self.cfg
         core_state = tuple(batch[name] for name in self.state_fields())
         inputs = net_inputs(batch["obs"], batch["first"], batch["last_action"], batch["reward"], cfg.reward_clip)
@@ -147,14 +147,14 @@ class ImpalaAgent:
             normalize_advantages=cfg.normalize_advantages,
             replayed=batch.get("replayed"),
         )
-        metrics["task"] = task  # not a scalar: not logged; after_update reads it
-        return loss, metrics
+        vs = metrics.pop("vs")  # [T, B] value targets (reward units): PopArt's statistics follow them
+        return LossOutput(loss, metrics, {"value_targets": vs.detach().transpose(0, 1), "task": task})
 
-    def after_update(self, model: torch.nn.Module, metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+    def after_update(self, model: torch.nn.Module, output: LossOutput) -> dict[str, float]:
         popart = getattr(model, "popart", None)
         if popart is None:
             return {}
-        old_mu, old_sigma = popart.update(metrics["vs"], metrics["task"])
+        old_mu, old_sigma = popart.update(output.per_unroll["value_targets"].transpose(0, 1), output.per_unroll["task"])
         popart.preserve_outputs_(model.value_head, old_mu, old_sigma)
         mu, sigma = popart.mu.tolist(), popart.sigma.tolist()
         if len(mu) == 1:

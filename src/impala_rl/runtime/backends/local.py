@@ -375,8 +375,9 @@ class LocalBackend:
             self._grant_all()
 
     # ------------------------------------------------------------------ learner side
-    def get_batch(self) -> tuple[Batch, list[EpisodeStats]]:
-        B = self.cfg.fresh_batch_size  # the rest of a learner batch, if any, is replayed
+    def get_batch(self, count: int | None = None) -> tuple[Batch, list[EpisodeStats]]:
+        """The next ``count`` full unrolls (default: a whole learner batch) and the episodes finished since."""
+        B = count or self.cfg.batch_size  # the source decides (a replay source takes fewer)
         t0 = time.perf_counter()
         with self.cond:
             while len(self.full) < B:

@@ -357,10 +357,11 @@ class RayBackend:
                                f"an unroll; last error: {last}")
 
     # ------------------------------------------------------------------ learner side
-    def get_batch(self) -> tuple[Batch, list[EpisodeStats]]:
+    def get_batch(self, count: int | None = None) -> tuple[Batch, list[EpisodeStats]]:
+        """The next ``count`` unrolls (default: a whole learner batch) and the episodes finished since."""
         if self.closed:
             raise RuntimeError("backend is closed")
-        B = self.cfg.fresh_batch_size  # the rest of a learner batch, if any, is replayed
+        B = count or self.cfg.batch_size  # the source decides (a replay source takes fewer)
         t0 = time.perf_counter()
         if self.cfg.sync_weights and not self.round:
             self.round = set(self.handles)  # a new batch: one unroll of every actor at the newest version

@@ -42,18 +42,20 @@ class SerialBackend:
     def start(self) -> None:
         pass
 
-    def get_batch(self) -> tuple[Batch, list[EpisodeStats]]:
+    def get_batch(self, count: int | None = None) -> tuple[Batch, list[EpisodeStats]]:
+        """The next ``count`` unrolls (default: a whole learner batch), acting until there are enough."""
+        count = count or self.cfg.batch_size  # the source decides (a replay source takes fewer)
         finished: list[EpisodeStats] = []
         t0 = time.perf_counter()
         with torch.inference_mode():
-            while len(self.full) < self.cfg.fresh_batch_size:
+            while len(self.full) < count:
                 actor = self.actors[self.next_actor]
                 self.next_actor = (self.next_actor + 1) % len(self.actors)
                 slots = [self.free.popleft() for _ in range(actor.num_envs)]
                 finished += actor.unroll(self.buffers, slots, self.version)
                 self.full.extend(slots)
         self.actor_time += time.perf_counter() - t0
-        idx = [self.full.popleft() for _ in range(self.cfg.fresh_batch_size)]
+        idx = [self.full.popleft() for _ in range(count)]
         batch = self.spec.gather(self.buffers, idx, pin_memory=self.pin_memory)
         self.free.extend(idx)
         return batch, finished
