@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from impala_rl.runtime.actor import EpisodeStats
@@ -34,7 +34,6 @@ class Step:
     episodes: list[EpisodeStats]  # episodes that finished since the last step
     wait_s: float  # time waiting for the batch
     publish_s: float  # time publishing the weights
-    extra: dict = field(default_factory=dict)
 
 
 def run_loop(source, learner, publish: Callable, hooks: Iterable[Hook], total_frames: int) -> str:
