@@ -12,8 +12,8 @@ batch in four minibatches); the CLI prints what a preset changed. Derived values
 count, frames per learner step) are properties, never fields mutated after parsing.
 
 The config is composed of ``SECTIONS`` (environment, model, agent, optimiser, runtime,
-ray, logging): every field belongs to one, ``--help`` groups the flags by them and
-:meth:`TrainConfig.section` reads one. They are kept in one flat dataclass rather than a
+ray, logging): every field belongs to one and ``--help`` groups the flags by them.
+They are kept in one flat dataclass rather than a
 nested tree: it pickles to actor processes and Ray workers as is, serialises to the one
 flat JSON object every run directory already holds (old run directories load
 unchanged), and maps one-to-one onto command-line flags. An agent reads the ``agent``
@@ -212,12 +212,6 @@ class TrainConfig:
 
             preset = env_family(env)
         return apply_preset(cfg, set(overrides) | {"env"}, preset)[0].validate()
-
-    def section(self, name: str) -> dict[str, Any]:
-        """The fields of one of ``SECTIONS`` and their values."""
-        if name not in SECTIONS:
-            raise ConfigError(f"section '{name}' is not one of: {', '.join(SECTIONS)}")
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["group"] == name}
 
     # ---------------------------------------------------------------- derived values
     @property
