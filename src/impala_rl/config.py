@@ -285,7 +285,9 @@ class TrainConfig:
     @property
     def frames_per_step(self) -> int:
         """Environment frames per agent step (the action repeat)."""
-        return 4 if self.is_atari else 1
+        from impala_rl.envs.factory import frames_per_step  # the Atari pipeline's frame_skip, else 1
+
+        return frames_per_step(self.env)
 
     @property
     def replayed_per_batch(self) -> int:
