@@ -72,13 +72,13 @@ class NullWorker:
 def transport_ceiling(cfg: TrainConfig, duration: float) -> float:
     """Frames/s the driver ingests from ``cfg.num_actors`` null actors (batching and a publish per batch)."""
     from impala_rl.runtime.backends.ray_backend import RayBackend
-    from impala_rl.runtime.builders import build_model
+    from impala_rl.agents import make_agent
 
     class NullBackend(RayBackend):
         worker_class = NullWorker
 
     env_spec = probe_env(cfg)
-    model = build_model(cfg, env_spec)
+    model = make_agent(cfg, env_spec).build_model()
     backend = NullBackend(cfg, env_spec, model)
     try:
         backend.start()

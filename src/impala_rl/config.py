@@ -12,8 +12,8 @@ batch in four minibatches); the CLI prints what a preset changed. Derived values
 count, frames per learner step) are properties, never fields mutated after parsing.
 
 The config is composed of ``SECTIONS`` (environment, model, agent, optimiser, runtime,
-ray, logging): every field belongs to one, ``--help`` groups the flags by them and
-:meth:`TrainConfig.section` reads one. They are kept in one flat dataclass rather than a
+ray, logging): every field belongs to one and ``--help`` groups the flags by them.
+They are kept in one flat dataclass rather than a
 nested tree: it pickles to actor processes and Ray workers as is, serialises to the one
 flat JSON object every run directory already holds (old run directories load
 unchanged), and maps one-to-one onto command-line flags. An agent reads the ``agent``
@@ -213,12 +213,6 @@ class TrainConfig:
             preset = env_family(env)
         return apply_preset(cfg, set(overrides) | {"env"}, preset)[0].validate()
 
-    def section(self, name: str) -> dict[str, Any]:
-        """The fields of one of ``SECTIONS`` and their values."""
-        if name not in SECTIONS:
-            raise ConfigError(f"section '{name}' is not one of: {', '.join(SECTIONS)}")
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["group"] == name}
-
     # ---------------------------------------------------------------- derived values
     @property
     def is_atari(self) -> bool:
@@ -291,7 +285,9 @@ class TrainConfig:
     @property
     def frames_per_step(self) -> int:
         """Environment frames per agent step (the action repeat)."""
-        return 4 if self.is_atari else 1
+        from impala_rl.envs.factory import frames_per_step  # the Atari pipeline's frame_skip, else 1
+
+        return frames_per_step(self.env)
 
     @property
     def replayed_per_batch(self) -> int:

@@ -6,14 +6,8 @@ import pytest
 import torch
 
 import impala_rl.core.vtrace as core_vtrace
-from impala_rl.core.vtrace import (
-    VTraceFromLogitsReturns,
-    VTraceReturns,
-    from_gaussian,
-    from_importance_weights,
-    from_logits,
-    from_policy_params,
-)
+from impala_rl.core import distributions as D
+from impala_rl.core.vtrace import VTraceReturns, from_importance_weights
 
 
 def _clip(x, threshold):
@@ -182,68 +176,34 @@ def test_both_import_paths():
         assert getattr(short_path, name) is getattr(core_vtrace, name)
 
 
-def _common(T, B, seed):
-    batch = _batch(T, B, seed)
-    del batch["log_rhos"]
-    return batch
-
-
-def test_from_logits_matches_torch_distributions():
-    T, B, A = 6, 3, 5
-    g = torch.Generator().manual_seed(0)
-    behaviour_logits = torch.randn(T, B, A, generator=g, dtype=torch.float64)
-    target_logits = torch.randn(T, B, A, generator=g, dtype=torch.float64, requires_grad=True)
-    actions = torch.randint(0, A, (T, B), generator=g)
-    common = _common(T, B, 1)
-    result = from_logits(behaviour_logits, target_logits, actions, **common, clip_c_threshold=0.9)
-    assert isinstance(result, VTraceFromLogitsReturns)
-
-    target_lp = torch.distributions.Categorical(logits=target_logits).log_prob(actions)
-    behaviour_lp = torch.distributions.Categorical(logits=behaviour_logits).log_prob(actions)
-    torch.testing.assert_close(result.target_action_log_probs, target_lp)
-    torch.testing.assert_close(result.behaviour_action_log_probs, behaviour_lp)
-    torch.testing.assert_close(result.log_rhos, (target_lp - behaviour_lp).detach())
-    expected = from_importance_weights(result.log_rhos, **common, clip_c_threshold=0.9)
-    torch.testing.assert_close(result.vs, expected.vs)
-    torch.testing.assert_close(result.pg_advantages, expected.pg_advantages)
-
-    # Only target_action_log_probs keeps a gradient, and it is the right one.
-    assert result.target_action_log_probs.requires_grad
-    for name in ("vs", "pg_advantages", "log_rhos", "behaviour_action_log_probs"):
-        assert not getattr(result, name).requires_grad, name
-    (grad,) = torch.autograd.grad(result.target_action_log_probs.sum(), target_logits)
-    one_hot = torch.nn.functional.one_hot(actions, A).double()
-    torch.testing.assert_close(grad, one_hot - torch.softmax(target_logits, -1).detach())
-
-
-def test_from_gaussian_matches_torch_distributions_and_packed_form():
-    T, B, A = 4, 3, 2
+@pytest.mark.parametrize("policy_type", D.POLICY_TYPES)
+def test_targets_from_policy_log_probs_match_the_definition_on_torch_distributions(policy_type):
+    """V-trace from ``log pi(a) - log mu(a)`` of packed policy parameters, taken as the loss
+    takes them (:mod:`impala_rl.core.distributions`), equals the literal definition on
+    torch.distributions' log-probabilities; the targets carry no gradient."""
+    T, B, A = 6, 3, 2
     g = torch.Generator().manual_seed(1)
-    randn = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)  # noqa: E731
-    b_mean, b_log_std, t_mean, t_log_std = (randn(T, B, A) for _ in range(4))
-    t_mean.requires_grad_(True)
-    actions = randn(T, B, A)
-    common = _common(T, B, 2)
-    result = from_gaussian(b_mean, 0.3 * b_log_std, t_mean, 0.3 * t_log_std, actions, **common)
+    P = D.num_params(policy_type, A)
+    behaviour = 0.5 * torch.randn(T, B, P, generator=g, dtype=torch.float64)
+    target = (0.5 * torch.randn(T, B, P, generator=g, dtype=torch.float64)).requires_grad_(True)
+    if policy_type == "categorical":
+        actions = torch.randint(0, A, (T, B), generator=g)
+        dist = lambda params: torch.distributions.Categorical(logits=params)  # noqa: E731
+    else:
+        actions = torch.randn(T, B, A, generator=g, dtype=torch.float64)
+        dist = lambda params: torch.distributions.Independent(  # noqa: E731
+            torch.distributions.Normal(params[..., :A], params[..., A:].exp()), 1)
+    log_rhos = D.log_prob(policy_type, target, actions) - D.log_prob(policy_type, behaviour, actions)
+    reference = (dist(target).log_prob(actions) - dist(behaviour).log_prob(actions)).detach()
+    torch.testing.assert_close(log_rhos.detach(), reference)
 
-    def dist(mean, log_std):
-        return torch.distributions.Independent(torch.distributions.Normal(mean, log_std.exp()), 1)
-
-    target_lp = dist(t_mean, 0.3 * t_log_std).log_prob(actions)
-    behaviour_lp = dist(b_mean, 0.3 * b_log_std).log_prob(actions)
-    torch.testing.assert_close(result.target_action_log_probs, target_lp)
-    torch.testing.assert_close(result.log_rhos, (target_lp - behaviour_lp).detach())
-    assert result.target_action_log_probs.requires_grad and not result.log_rhos.requires_grad
-
-    packed = from_policy_params(
-        "gaussian",
-        torch.cat([b_mean, 0.3 * b_log_std], -1),
-        torch.cat([t_mean, 0.3 * t_log_std], -1),
-        actions,
-        **common,
-    )
-    for a, b in zip(packed, result):
-        torch.testing.assert_close(a, b)
+    common = {k: v for k, v in _batch(T, B, seed=1).items() if k != "log_rhos"}
+    result = from_importance_weights(log_rhos, **common, clip_c_threshold=0.9)
+    expected_vs, expected_adv = _ground_truth(reference, **common, rho_bar=1.0, c_bar=0.9,
+                                              pg_rho_bar=1.0, lambda_=1.0)
+    torch.testing.assert_close(result.vs, expected_vs, rtol=0, atol=1e-6)
+    torch.testing.assert_close(result.pg_advantages, expected_adv, rtol=0, atol=1e-6)
+    assert log_rhos.requires_grad and not result.vs.requires_grad and not result.pg_advantages.requires_grad
 
 
 def test_shape_errors_name_the_shapes():
@@ -262,12 +222,3 @@ def test_shape_errors_name_the_shapes():
     with pytest.raises(ValueError, match="lambda_"):
         from_importance_weights(**batch, lambda_=1.5)
 
-    common = _common(5, 3, 0)
-    logits = torch.zeros(5, 3, 4)
-    with pytest.raises(ValueError, match=r"\(5, 2\).*\(5, 3, 4\)"):
-        from_logits(logits, logits, torch.zeros(5, 2, dtype=torch.long), **common)
-    with pytest.raises(ValueError, match=r"\(5, 3, 4\).*\(5, 3, 5\)"):
-        from_logits(logits, torch.zeros(5, 3, 5), torch.zeros(5, 3, dtype=torch.long), **common)
-    g = torch.zeros(5, 3, 2)
-    with pytest.raises(ValueError, match=r"actions has shape \(5, 3\)"):
-        from_gaussian(g, g, g, g, torch.zeros(5, 3), **common)

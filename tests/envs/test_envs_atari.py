@@ -4,6 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from impala_rl.config import TrainConfig
 from impala_rl.envs import AtariOptions, describe, frames_per_step, is_atari, make_env
 
 PONG = "ALE/Pong-v5"
@@ -45,7 +46,7 @@ def test_one_step_is_frame_skip_emulator_frames():
     env.reset()
     before = episode_frame(env)
     env.step(0)
-    assert episode_frame(env) - before == 4 == frames_per_step(PONG)
+    assert episode_frame(env) - before == 4 == frames_per_step(PONG) == TrainConfig(env=PONG).frames_per_step
 
 
 def test_reset_applies_between_1_and_noop_max_noops():

@@ -1,14 +1,22 @@
 """Exploit copies weights, optimiser state and hyperparameters exactly; explore changes them in place."""
 
 import random
+from types import SimpleNamespace
 
 import torch
 
 from impala_rl.config import TrainConfig
-from impala_rl.pbt.member import exploit, perturb, same_parameters
-from impala_rl.pbt.rules import Rules
+from impala_rl.pbt.member import exploit
+from impala_rl.pbt.population import Decision
+from impala_rl.pbt.rules import Rules, explore
+from impala_rl.pbt.run import pbt_hook
 from impala_rl.runtime.backends.serial import SerialBackend
 from impala_rl.runtime.builders import build_learner, probe_env
+
+
+@torch.no_grad()
+def same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def member(seed: int, **kw):
@@ -21,6 +29,12 @@ def member(seed: int, **kw):
         learner.step(backend.get_batch()[0])
         backend.publish(learner.model, learner.version)
     return cfg, learner, backend
+
+
+def trainer_of(learner, saves: list | None = None) -> SimpleNamespace:
+    """What the PBT hook reads of a trainer."""
+    return SimpleNamespace(cfg=SimpleNamespace(tasks=("CartPole-v1",)), learner=learner,
+                           save_now=lambda: saves.append(1) if saves is not None else None)
 
 
 def test_exploit_copies_weights_optimizer_state_and_hyperparameters_exactly():
@@ -44,10 +58,13 @@ def test_exploit_copies_weights_optimizer_state_and_hyperparameters_exactly():
     backend_b.close()
 
 
-def test_perturb_applies_explored_values_to_the_running_learner():
+def test_the_hook_applies_explored_values_to_the_running_learner():
     _, learner, backend = member(0)
     before = learner.hyperparameters()
-    new = perturb(learner, Rules(probability=1.0), random.Random(3))
+    new = explore(before, Rules(probability=1.0), random.Random(3))  # what the controller answers
+    answer = lambda *a: Decision(hparams=new)  # noqa: E731
+    hook = pbt_hook(trainer_of(learner), "m0", Rules(ready_episodes=1, ready_frames=1), answer, load=lambda c: c)
+    hook(SimpleNamespace(frames=learner.frames + 1, episodes=[SimpleNamespace(task=0, ret=1.0)]))
     assert learner.hyperparameters() == new
     for name in Rules().bounds:
         ratio = new[name] / before[name]
@@ -57,16 +74,10 @@ def test_perturb_applies_explored_values_to_the_running_learner():
 
 
 def test_the_hook_waits_for_both_intervals_and_reports_the_last_episodes():
-    from types import SimpleNamespace
-
-    from impala_rl.pbt.population import Decision
-    from impala_rl.pbt.run import pbt_hook
-
     _, learner, backend = member(0)
     backend.close()
     saves, asked = [], []
-    trainer = SimpleNamespace(cfg=SimpleNamespace(tasks=("CartPole-v1",)), learner=learner,
-                              save_now=lambda: saves.append(1))
+    trainer = trainer_of(learner, saves)
 
     def ready(name, fitness, frames, hparams, trainer):
         asked.append((fitness, frames))

@@ -10,10 +10,11 @@ import sys
 import pytest
 import torch
 
+from impala_rl.agents import make_agent
 from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.runtime import precision
 from impala_rl.runtime.backends.serial import SerialBackend
-from impala_rl.runtime.builders import build_learner, build_model, probe_env
+from impala_rl.runtime.builders import build_learner, probe_env
 
 
 def _cfg(env: str, **kw) -> TrainConfig:
@@ -24,7 +25,7 @@ def _cfg(env: str, **kw) -> TrainConfig:
 def _fixed_batch(cfg: TrainConfig):
     torch.manual_seed(0)
     env_spec = probe_env(cfg)
-    model = build_model(cfg, env_spec)
+    model = make_agent(cfg, env_spec).build_model()
     backend = SerialBackend(cfg, env_spec, model)
     try:
         batch, _ = backend.get_batch()

@@ -28,10 +28,11 @@ import torch
 
 pytest.importorskip("ray")
 
+from impala_rl.agents import make_agent  # noqa: E402
 from impala_rl.config import ConfigError, TrainConfig  # noqa: E402
 from impala_rl.runtime.backends import ray_backend  # noqa: E402
 from impala_rl.runtime.backends.serial import SerialBackend  # noqa: E402
-from impala_rl.runtime.builders import build_model, probe_env  # noqa: E402
+from impala_rl.runtime.builders import probe_env  # noqa: E402
 from conftest import ray_service_pids  # noqa: E402
 
 ray = ray_backend.import_ray(loopback=True)  # before any Ray service starts in this process
@@ -139,7 +140,7 @@ def test_loopback_address_detection():
 def test_local_ray_on_loopback_batches_like_serial(no_new_ray_services):
     cfg = make_cfg()
     env_spec = probe_env(cfg)
-    model = build_model(cfg, env_spec)
+    model = make_agent(cfg, env_spec).build_model()
     serial = SerialBackend(cfg, env_spec, model)
     reference, _ = serial.get_batch()
     serial.close()
@@ -191,7 +192,7 @@ def joined_ray():
 def test_sync_mode_has_no_policy_lag_and_an_existing_ray_is_left_running(joined_ray):
     cfg = make_cfg(sync=True, batch_size=4)  # 2 actors x 2 envs: one unroll of every env per batch
     env_spec = probe_env(cfg)
-    model = build_model(cfg, env_spec)
+    model = make_agent(cfg, env_spec).build_model()
     backend = ray_backend.RayBackend(cfg, env_spec, model)
     assert not backend.owns_ray
     try:
@@ -215,7 +216,7 @@ def test_an_actor_that_keeps_raising_is_replaced_then_stops_the_run(joined_ray):
     check_env_id(env_id)
     cfg = make_cfg(env=env_id, num_actors=1)
     env_spec = probe_env(cfg)
-    backend = ray_backend.RayBackend(cfg, env_spec, build_model(cfg, env_spec))
+    backend = ray_backend.RayBackend(cfg, env_spec, make_agent(cfg, env_spec).build_model())
     try:
         backend.start()
         with pytest.raises(ActorFailure, match=impala_test_envs.RAISING_MESSAGE):
@@ -232,7 +233,7 @@ def test_every_unroll_carries_its_task_on_ray(joined_ray):
     env = ",".join(f"impala_test_envs:{i}" for i in impala_test_envs.ECHO_IDS)
     cfg = make_cfg(env=env, num_actors=2, envs_per_actor=3, batch_size=4, popart=True)
     env_spec = probe_env(cfg)
-    backend = ray_backend.RayBackend(cfg, env_spec, build_model(cfg, env_spec))
+    backend = ray_backend.RayBackend(cfg, env_spec, make_agent(cfg, env_spec).build_model())
     seen, episode_tasks = set(), set()
     try:
         backend.start()
@@ -251,7 +252,7 @@ def test_replay_mixes_ray_unrolls_with_replayed_ones(joined_ray):
 
     cfg = make_cfg(batch_size=4, replay_proportion=0.5, use_lstm=True, lstm_size=8)
     env_spec = probe_env(cfg)
-    model = build_model(cfg, env_spec)
+    model = make_agent(cfg, env_spec).build_model()
     backend = ray_backend.RayBackend(cfg, env_spec, model)
     source = MixedReplay(backend, ReplayBuffer(backend.spec, capacity=20), cfg.fresh_batch_size, cfg.replayed_per_batch)
     seen = []

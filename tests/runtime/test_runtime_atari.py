@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
+from impala_rl.agents import make_agent
 from impala_rl.config import TrainConfig
 from impala_rl.runtime.backends.serial import SerialBackend
-from impala_rl.runtime.builders import build_learner, build_model, probe_env
+from impala_rl.runtime.builders import build_learner, probe_env
 
 STEPS = 20
 T, B = 5, 2
@@ -27,7 +28,7 @@ def test_pong_learner_steps(torso, use_lstm):
                       seed=0).validate()
     env_spec = probe_env(cfg)
     assert env_spec.obs_shape == (4, 84, 84)
-    model = build_model(cfg, env_spec)
+    model = make_agent(cfg, env_spec).build_model()
     learner = build_learner(cfg, env_spec, model)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     backend = SerialBackend(cfg, env_spec, model)

@@ -10,10 +10,11 @@ import torch
 
 from impala_rl.checkpoint import load_checkpoint
 from impala_rl.config import TrainConfig
+from impala_rl.agents import make_agent
 from impala_rl.agents.impala import agent as impala_agent_module
 from impala_rl.runtime import learner as learner_module
 from impala_rl.runtime.backends.serial import SerialBackend
-from impala_rl.runtime.builders import build_learner, build_model, probe_env
+from impala_rl.runtime.builders import build_learner, probe_env
 from impala_rl.runtime.learner import Learner
 from impala_rl.runtime.types import select_unrolls
 from impala_rl.runtime.train import Trainer
@@ -33,7 +34,7 @@ def make_cfg(tmp_path=None, **kw) -> TrainConfig:
 def setup():
     cfg = make_cfg()
     env_spec = probe_env(cfg)
-    model = build_model(cfg, env_spec)
+    model = make_agent(cfg, env_spec).build_model()
     learner = build_learner(cfg, env_spec, model)
     backend = SerialBackend(cfg, env_spec, model)
     yield cfg, learner, backend
@@ -174,7 +175,7 @@ def learner_and_backend(**overrides):
     """(cfg, model, learner, serial backend) for make_cfg(**overrides); the backend is closed after."""
     cfg = make_cfg(**overrides)
     env_spec = probe_env(cfg)
-    model = build_model(cfg, env_spec)
+    model = make_agent(cfg, env_spec).build_model()
     learner = build_learner(cfg, env_spec, model)
     backend = SerialBackend(cfg, env_spec, model)
     try:

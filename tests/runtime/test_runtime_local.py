@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from impala_rl.agents import make_agent
 from impala_rl.config import TrainConfig
 from impala_rl.runtime.backends.local import LocalBackend, SharedWeights
-from impala_rl.runtime.builders import build_learner, build_model, probe_env
+from impala_rl.runtime.builders import build_learner, probe_env
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.exclusive]  # /dev/shm is checked machine-wide
 
@@ -78,7 +79,7 @@ def check_policy_params(batch, weights_by_version, cfg, env_spec):
     """Rows 1..T of each unroll were produced by the weights of the version it is tagged
     with. Row 0 repeats the previous unroll's row T, acted on one unroll earlier, by the
     same or an older version."""
-    net = build_model(cfg, env_spec).eval()
+    net = make_agent(cfg, env_spec).build_model().eval()
     for b in range(batch["version"].shape[0]):
         v = int(batch["version"][b])
         obs, params = batch["obs"][:, b:b + 1], batch["policy_params"][:, b]
@@ -94,7 +95,7 @@ def run():
     rec = {"shm_before": shm_entries(), "children_before": actor_children()}
     cfg = make_cfg()
     env_spec = probe_env(cfg)
-    model = build_model(cfg, env_spec)
+    model = make_agent(cfg, env_spec).build_model()
     backend = LocalBackend(cfg, env_spec, model)
     learner = build_learner(cfg, env_spec, model)
     weights = {0: {k: v.clone() for k, v in model.state_dict().items()}}
@@ -213,7 +214,7 @@ def test_close_leaves_no_processes_and_no_shared_memory(run):
 def test_get_batch_after_close_raises():
     cfg = make_cfg(num_actors=1, envs_per_actor=1, batch_size=1)
     env_spec = probe_env(cfg)
-    backend = LocalBackend(cfg, env_spec, build_model(cfg, env_spec))
+    backend = LocalBackend(cfg, env_spec, make_agent(cfg, env_spec).build_model())
     backend.close()  # never started: close must still work
     with pytest.raises(RuntimeError, match="closed"):
         backend.get_batch()
@@ -223,14 +224,14 @@ def test_sync_mode_has_no_policy_lag():
     torch.set_num_threads(1)
     cfg = make_cfg(num_actors=1, envs_per_actor=2, batch_size=2, sync=True)
     env_spec = probe_env(cfg)
-    model = build_model(cfg, env_spec)
+    model = make_agent(cfg, env_spec).build_model()
     learner = build_learner(cfg, env_spec, model)
     with LocalBackend(cfg, env_spec, model) as backend:
         for step in range(6):
             batch, _ = backend.get_batch()
             assert batch["version"].tolist() == [step, step]
             # On-policy from row 1 on (row 0 was acted on at the end of the previous unroll).
-            net = build_model(cfg, env_spec).eval()
+            net = make_agent(cfg, env_spec).build_model().eval()
             for b in range(2):
                 torch.testing.assert_close(policy_of(net, learner.model.state_dict(), batch["obs"][:, b:b + 1])[1:],
                                            batch["policy_params"][1:, b], atol=1e-5, rtol=0)

@@ -1,9 +1,11 @@
 """V-trace off-policy targets (Espeholt et al., 2018, section 4).
 
 All tensors are time-major: per-step quantities are ``[T, B]``, the bootstrap value is
-``[B]``, policy parameters are ``[T, B, P]``. Row ``t`` of every ``[T, B]`` tensor
-describes the same transition ``(x_t, a_t, r_t, x_{t+1})``:
+``[B]``. Row ``t`` of every ``[T, B]`` tensor describes the same transition
+``(x_t, a_t, r_t, x_{t+1})``:
 
+* ``log_rhos[t]`` is ``log pi(a_t|x_t) - log mu(a_t|x_t)`` (:func:`impala_rl.core.losses.impala_loss`
+  takes it from the packed policy parameters with :mod:`impala_rl.core.distributions`);
 * ``rewards[t]`` is ``r_t``, received after taking ``a_t`` in ``x_t``;
 * ``discounts[t]`` is ``gamma_t``, the discount applied to the value of ``x_{t+1}``:
   ``gamma * (1 - done_t)``, so 0 where the episode ended at step ``t`` (the trace is
@@ -37,15 +39,9 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from impala_rl.core import distributions
-
 __all__ = [
     "VTraceReturns",
-    "VTraceFromLogitsReturns",
     "from_importance_weights",
-    "from_logits",
-    "from_gaussian",
-    "from_policy_params",
     "truncate",
 ]
 
@@ -68,27 +64,6 @@ class VTraceReturns(NamedTuple):
     def pg_advantages(self) -> torch.Tensor:
         """float ``[T, B]``, ``pg_rhos * advantages``: what weights ``grad log pi(a_s|x_s)``."""
         return self.pg_rhos * self.advantages
-
-
-class VTraceFromLogitsReturns(NamedTuple):
-    """V-trace targets plus the log-probabilities they were computed from.
-
-    Returned by :func:`from_logits`, :func:`from_gaussian` and :func:`from_policy_params`.
-
-    Attributes:
-      vs: float ``[T, B]``, value targets (no gradient).
-      pg_advantages: float ``[T, B]``, policy-gradient advantages (no gradient).
-      log_rhos: float ``[T, B]``, ``log pi(a_t) - log mu(a_t)`` (no gradient).
-      behaviour_action_log_probs: float ``[T, B]``, ``log mu(a_t)`` (no gradient).
-      target_action_log_probs: float ``[T, B]``, ``log pi(a_t)``; KEEPS its gradient with
-        respect to the target policy parameters, for the policy-gradient loss.
-    """
-
-    vs: torch.Tensor
-    pg_advantages: torch.Tensor
-    log_rhos: torch.Tensor
-    behaviour_action_log_probs: torch.Tensor
-    target_action_log_probs: torch.Tensor
 
 
 def _shape(x: torch.Tensor) -> tuple:
@@ -188,158 +163,3 @@ def from_importance_weights(
         pg_rhos = truncate(rhos, clip_pg_rho_threshold)
     return VTraceReturns(vs=vs, pg_rhos=pg_rhos, advantages=advantages)
 
-
-def from_policy_params(
-    policy_type: str,
-    behaviour_params: torch.Tensor,
-    target_params: torch.Tensor,
-    actions: torch.Tensor,
-    discounts: torch.Tensor,
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    bootstrap_value: torch.Tensor,
-    clip_rho_threshold: Optional[float] = 1.0,
-    clip_c_threshold: Optional[float] = 1.0,
-    clip_pg_rho_threshold: Optional[float] = 1.0,
-    lambda_: float = 1.0,
-) -> VTraceFromLogitsReturns:
-    """V-trace from packed policy parameters (the form policy heads emit).
-
-    Args:
-      policy_type: ``'categorical'`` or ``'gaussian'`` (see :mod:`impala_rl.core.distributions`).
-      behaviour_params: float ``[T, B, P]``, the actors' policy ``mu`` (packed).
-      target_params: float ``[T, B, P]``, the learner's policy ``pi`` (packed); may carry a
-        gradient, which flows only into ``target_action_log_probs`` of the result.
-      actions: categorical: int64 ``[T, B]``; gaussian: float ``[T, B, A]`` with ``P = 2A``.
-      discounts, rewards, values, bootstrap_value, clip_*, lambda_: as in
-        :func:`from_importance_weights`.
-
-    Returns:
-      :class:`VTraceFromLogitsReturns`.
-    """
-    distributions.check_policy_type(policy_type)
-    if behaviour_params.dim() != 3 or behaviour_params.shape != target_params.shape:
-        raise ValueError(
-            f"behaviour_params has shape {_shape(behaviour_params)} and target_params has shape "
-            f"{_shape(target_params)}; expected both [T, B, P]"
-        )
-    target_action_log_probs = distributions.log_prob(policy_type, target_params, actions)
-    behaviour_action_log_probs = distributions.log_prob(
-        policy_type, behaviour_params, actions
-    ).detach()
-    log_rhos = target_action_log_probs.detach() - behaviour_action_log_probs
-    vtrace_returns = from_importance_weights(
-        log_rhos=log_rhos,
-        discounts=discounts,
-        rewards=rewards,
-        values=values,
-        bootstrap_value=bootstrap_value,
-        clip_rho_threshold=clip_rho_threshold,
-        clip_c_threshold=clip_c_threshold,
-        clip_pg_rho_threshold=clip_pg_rho_threshold,
-        lambda_=lambda_,
-    )
-    return VTraceFromLogitsReturns(
-        vs=vtrace_returns.vs,
-        pg_advantages=vtrace_returns.pg_advantages,
-        log_rhos=log_rhos,
-        behaviour_action_log_probs=behaviour_action_log_probs,
-        target_action_log_probs=target_action_log_probs,
-    )
-
-
-def from_logits(
-    behaviour_policy_logits: torch.Tensor,
-    target_policy_logits: torch.Tensor,
-    actions: torch.Tensor,
-    discounts: torch.Tensor,
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    bootstrap_value: torch.Tensor,
-    clip_rho_threshold: Optional[float] = 1.0,
-    clip_c_threshold: Optional[float] = 1.0,
-    clip_pg_rho_threshold: Optional[float] = 1.0,
-    lambda_: float = 1.0,
-) -> VTraceFromLogitsReturns:
-    """V-trace for a categorical policy (the scalable_agent signature).
-
-    Args:
-      behaviour_policy_logits: float ``[T, B, A]``, unnormalised log-probabilities of ``mu``.
-      target_policy_logits: float ``[T, B, A]``, unnormalised log-probabilities of ``pi``.
-      actions: int64 ``[T, B]``, actions sampled from ``mu``.
-      discounts, rewards, values, bootstrap_value, clip_*, lambda_: as in
-        :func:`from_importance_weights`.
-
-    Returns:
-      :class:`VTraceFromLogitsReturns`; ``target_action_log_probs`` keeps its gradient.
-    """
-    return from_policy_params(
-        "categorical",
-        behaviour_policy_logits,
-        target_policy_logits,
-        actions,
-        discounts,
-        rewards,
-        values,
-        bootstrap_value,
-        clip_rho_threshold=clip_rho_threshold,
-        clip_c_threshold=clip_c_threshold,
-        clip_pg_rho_threshold=clip_pg_rho_threshold,
-        lambda_=lambda_,
-    )
-
-
-def from_gaussian(
-    behaviour_mean: torch.Tensor,
-    behaviour_log_std: torch.Tensor,
-    target_mean: torch.Tensor,
-    target_log_std: torch.Tensor,
-    actions: torch.Tensor,
-    discounts: torch.Tensor,
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    bootstrap_value: torch.Tensor,
-    clip_rho_threshold: Optional[float] = 1.0,
-    clip_c_threshold: Optional[float] = 1.0,
-    clip_pg_rho_threshold: Optional[float] = 1.0,
-    lambda_: float = 1.0,
-) -> VTraceFromLogitsReturns:
-    """V-trace for a diagonal Gaussian policy; log-densities are summed over ``A``.
-
-    Args:
-      behaviour_mean, behaviour_log_std: float ``[T, B, A]``, the parameters of ``mu``.
-      target_mean, target_log_std: float ``[T, B, A]``, the parameters of ``pi``.
-      actions: float ``[T, B, A]``, actions sampled from ``mu``.
-      discounts, rewards, values, bootstrap_value, clip_*, lambda_: as in
-        :func:`from_importance_weights`.
-
-    Returns:
-      :class:`VTraceFromLogitsReturns`; ``target_action_log_probs`` keeps its gradient.
-    """
-    shapes = {
-        "behaviour_mean": behaviour_mean,
-        "behaviour_log_std": behaviour_log_std,
-        "target_mean": target_mean,
-        "target_log_std": target_log_std,
-        "actions": actions,
-    }
-    for name, x in shapes.items():
-        if x.dim() != 3 or x.shape != behaviour_mean.shape:
-            raise ValueError(
-                f"{name} has shape {_shape(x)} but behaviour_mean has shape "
-                f"{_shape(behaviour_mean)}; expected all of [T, B, A] ({', '.join(shapes)})"
-            )
-    return from_policy_params(
-        "gaussian",
-        torch.cat([behaviour_mean, behaviour_log_std], dim=-1),
-        torch.cat([target_mean, target_log_std], dim=-1),
-        actions,
-        discounts,
-        rewards,
-        values,
-        bootstrap_value,
-        clip_rho_threshold=clip_rho_threshold,
-        clip_c_threshold=clip_c_threshold,
-        clip_pg_rho_threshold=clip_pg_rho_threshold,
-        lambda_=lambda_,
-    )

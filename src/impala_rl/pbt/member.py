@@ -1,17 +1,13 @@
-"""What PBT does to one member's learner: exploit (copy another member) and explore (perturb).
+"""What PBT does to one member's learner: exploit (copy another member).
 
-Both happen between two updates of a running learner, without a restart
-(:meth:`~impala_rl.runtime.learner.Learner.set_hyperparameters`).
+It happens between two updates of a running learner, without a restart, as does explore
+(the controller's :func:`~impala_rl.pbt.rules.explore`, applied by the member's hook with
+:meth:`~impala_rl.runtime.learner.Learner.set_hyperparameters`).
 """
 
 from __future__ import annotations
 
 import copy
-import random
-
-import torch
-
-from impala_rl.pbt.rules import Rules, explore
 
 
 def exploit(learner, source: dict) -> dict[str, float]:
@@ -28,15 +24,3 @@ def exploit(learner, source: dict) -> dict[str, float]:
     learner.set_hyperparameters(**hparams)
     return hparams
 
-
-def perturb(learner, rules: Rules, rng: random.Random) -> dict[str, float]:
-    """Explore: each mutable hyperparameter named in ``rules.bounds`` may move by a factor
-    (:func:`~impala_rl.pbt.rules.explore`); returns the new values."""
-    new = explore(learner.hyperparameters(), rules, rng)
-    learner.set_hyperparameters(**new)
-    return new
-
-
-@torch.no_grad()
-def same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

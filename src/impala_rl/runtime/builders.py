@@ -49,11 +49,6 @@ def probe_env(cfg: TrainConfig) -> EnvSpec:
     return specs[0] if len(ids) == 1 else combine_specs(ids, specs)
 
 
-def build_model(cfg: TrainConfig, env_spec: EnvSpec) -> torch.nn.Module:
-    """The network of the agent ``cfg.agent`` (seeded from the config), on the CPU."""
-    return make_agent(cfg, env_spec).build_model()
-
-
 def rollout_spec(cfg: TrainConfig, env_spec: EnvSpec) -> RolloutSpec:
     """The rollout slot layout: the environment's columns and the agent's records and state."""
     return RolloutSpec.for_agent(cfg.unroll_length, env_spec, make_agent(cfg, env_spec))
