@@ -93,12 +93,6 @@ def _config_with_preset(explicit: dict, preset: str | None = "auto"):
     return cfg, note
 
 
-# Fields a resumed run cannot change: its environment, what its network's weights and
-# buffers are (their shapes and meaning), and the optimiser whose state it carries.
-RESUME_FIXED = ("env", "agent", "torso", "use_lstm", "lstm_size", "mlp_sizes", "mlp_activation", "value_torso",
-                "normalize_observations", "popart", "bounded_mean", "full_action_space", "optimizer")
-
-
 def _flag_value(value) -> str:
     return " ".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
 
@@ -127,6 +121,7 @@ def _recorded_config(path: str, explicit: dict):
 
 def _train_config(args: argparse.Namespace):
     """(config, resume state or None, note on the preset or overrides applied) from the parsed flags."""
+    from impala_rl.agents import resume_fixed
     from impala_rl.runtime.train import load_run
 
     explicit = _explicit_fields(args)
@@ -154,7 +149,7 @@ def _train_config(args: argparse.Namespace):
                              f"({args.resume}); copy the directory first to branch it")
         explicit.pop("run_dir", None)
         changed = [f"--{k.replace('_', '-')} (run: {_flag_value(getattr(cfg, k))}, given: {_flag_value(v)})"
-                   for k, v in explicit.items() if k in RESUME_FIXED and v != getattr(cfg, k)]
+                   for k, v in explicit.items() if k in resume_fixed(cfg) and v != getattr(cfg, k)]
         if changed:
             raise UsageError(f"a resumed run keeps its environment, network and optimiser; these differ: "
                              f"{'; '.join(changed)}")
@@ -262,16 +257,14 @@ def _bench_learning(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- pbt
-def _name_values(items: list[str], flag: str, parse) -> dict:
-    """``NAME=VALUE`` pairs of a repeatable flag, names checked against the mutable hyperparameters."""
-    from impala_rl.runtime.learner import MUTABLE_HYPERPARAMETERS
-
+def _name_values(items: list[str], flag: str, parse, mutable: tuple[str, ...]) -> dict:
+    """``NAME=VALUE`` pairs of a repeatable flag, names checked against the ``mutable`` hyperparameters."""
     out = {}
     for item in items:
         name, sep, value = item.partition("=")
         name = name.replace("-", "_")
-        if not sep or name not in MUTABLE_HYPERPARAMETERS:
-            raise UsageError(f"{flag} {item}: expected NAME=VALUE with NAME one of {', '.join(MUTABLE_HYPERPARAMETERS)}")
+        if not sep or name not in mutable:
+            raise UsageError(f"{flag} {item}: expected NAME=VALUE with NAME one of {', '.join(mutable)}")
         try:
             out[name] = parse(value)
         except ValueError:
@@ -279,9 +272,8 @@ def _name_values(items: list[str], flag: str, parse) -> dict:
     return out
 
 
-def _pbt_rules(args: argparse.Namespace, optimizer: str):
+def _pbt_rules(args: argparse.Namespace, optimizer: str, mutable: tuple[str, ...]):
     from impala_rl.pbt.rules import Rules
-    from impala_rl.runtime.learner import MUTABLE_HYPERPARAMETERS
 
     defaults = Rules()
     mutate = args.mutate or ["entropy_cost", "learning_rate", "optimizer_epsilon", "grad_norm_clip"]
@@ -290,16 +282,16 @@ def _pbt_rules(args: argparse.Namespace, optimizer: str):
         name = name.replace("-", "_")
         if name == "optimizer_epsilon":  # the seed's RMSProp epsilon: the epsilon of the optimiser in use
             name = "adam_epsilon" if optimizer == "adam" else "rmsprop_epsilon"
-        if name not in MUTABLE_HYPERPARAMETERS:
+        if name not in mutable:
             raise UsageError(f"--mutate {name}: not a hyperparameter PBT can change; choose from "
-                             f"{', '.join(MUTABLE_HYPERPARAMETERS)}, optimizer_epsilon")
+                             f"{', '.join(mutable)}, optimizer_epsilon")
         names.append(name)
 
     def bounds_of(text: str) -> tuple[float, float]:
         low, _, high = text.partition(":")
         return float(low), float(high)
 
-    given = _name_values(args.bound or [], "--bound", bounds_of)
+    given = _name_values(args.bound or [], "--bound", bounds_of, mutable)
     fallback = {"baseline_cost": (1e-3, 10.0), "adam_epsilon": (1e-10, 1e-2)}
     bounds = {n: given.get(n, defaults.bounds.get(n, fallback.get(n))) for n in names}
     try:
@@ -313,6 +305,7 @@ def cmd_pbt(args: argparse.Namespace) -> int:
     from impala_rl.envs import check_env_id
     from impala_rl.logging import setup_logging
     from impala_rl.pbt.run import PopulationConfig, load_population, new_population, run_population
+    from impala_rl.runtime.learner import mutable_hyperparameters
     from impala_rl.runtime.train import FINISHED
 
     if args.resume:
@@ -333,9 +326,13 @@ def cmd_pbt(args: argparse.Namespace) -> int:
             raise UsageError(f"--population must be at least 2, got {args.population}")
         if args.concurrent < 0 or args.slice_seconds <= 0 or args.max_restarts < 0:
             raise UsageError("--concurrent and --max-restarts must be >= 0 and --slice-seconds > 0")
-        rules = _pbt_rules(args, base.optimizer)
+        try:
+            mutable = mutable_hyperparameters(base)
+        except ValueError as e:  # an unknown --agent
+            raise UsageError(str(e)) from None
+        rules = _pbt_rules(args, base.optimizer, mutable)
         initial = _name_values(args.initial or [], "--initial",
-                               lambda v: [float(x) for x in v.split(",") if x] or float("x"))
+                               lambda v: [float(x) for x in v.split(",") if x] or float("x"), mutable)
         try:
             base.validate()
             check_env_id(base.env)

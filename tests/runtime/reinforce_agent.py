@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from impala_rl.agents import Action, LossOutput, agent_options
+from impala_rl.agents import Action, AgentBase, LossOutput, agent_options
 from impala_rl.models import NetOutput
 
 
@@ -39,8 +39,9 @@ class PolicyNet(nn.Module):
         return NetOutput(logits, torch.zeros(T, B, 1)), (steps,)
 
 
-class ReinforceAgent:
+class ReinforceAgent(AgentBase):
     name = "reinforce"
+    HYPERPARAMETERS = ("discount",)  # its loss reads the discount from the config in force
 
     @dataclass
     class Options:
@@ -48,15 +49,23 @@ class ReinforceAgent:
 
         entropy_bonus: float = 0.0
 
-    def __init__(self, cfg, env_spec):
+    def __init__(self, cfg, env_spec, actor=None):
         if env_spec.policy_type != "categorical":
             raise ValueError("this test agent handles discrete actions only")
-        self.cfg, self.env_spec = cfg, env_spec
+        super().__init__(cfg, env_spec, actor)
         self.options = agent_options(cfg, self.Options)
+        self.updates = 0  # its own state: checkpointed, copied by PBT's exploit
 
     def build_model(self):
-        torch.manual_seed(self.cfg.seed)
-        return PolicyNet(self.env_spec.obs_shape[0], self.env_spec.action_dim)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed)
+            return PolicyNet(self.env_spec.obs_shape[0], self.env_spec.action_dim)
+
+    def state_dict(self):
+        return {"updates": self.updates}
+
+    def load_state_dict(self, state):
+        self.updates = int(state.get("updates", 0))
 
     def record_fields(self):
         return {"logp": ((), torch.float32)}
@@ -75,9 +84,6 @@ class ReinforceAgent:
 
     def value(self, out, task=None):
         return out.values[0, :, 0]
-
-    def before_updates(self, model, batch):
-        pass
 
     def loss(self, forward, batch):
         out, _ = forward(obs=batch["obs"], last_action=batch["last_action"], last_reward=batch["reward"],
@@ -100,4 +106,5 @@ class ReinforceAgent:
                                  "reinforce_entropy": entropy.detach()}, {"return_to_go": returns[0].detach()})
 
     def after_update(self, model, output):
-        return {}
+        self.updates += 1
+        return {"reinforce_updates": float(self.updates)}

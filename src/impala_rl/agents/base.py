@@ -29,8 +29,13 @@ the unroll contract are the runtime's. ``--agent`` names an agent: a registered 
 (``impala``) or ``package.module:Class`` for one defined anywhere importable, which is
 how a new agent runs without touching runtime code (tests/runtime/test_agent_seam.py).
 
-An agent object is built from ``(cfg, env_spec)`` and must pickle: actor processes and
-Ray workers rebuild it from those two.
+An agent object is built from ``(cfg, env_spec, actor)`` (``actor``: the actor it acts
+for, None for the learner) and must pickle: actor processes and Ray workers rebuild it from
+those. Agents inherit :class:`AgentBase`, which gives the optional parts their defaults:
+the agent's own state (checkpointed, copied by PBT's exploit), its tunable
+hyperparameters and resume-fixed fields, and how an actor's copy of the network acts.
+Building a network seeds its initialisation from the config without touching the
+process's random state.
 """
 
 from __future__ import annotations
@@ -115,6 +120,67 @@ class Agent(Protocol):
         """After each optimiser step, with that step's :class:`LossOutput`; returns extra metrics to log."""
 
 
+class AgentBase:
+    """The optional parts of :class:`Agent`, with their defaults; an agent inherits this and
+    overrides what it needs (the runtime calls every method below on every agent).
+
+    Attributes:
+        HYPERPARAMETERS: the config fields its loss reads that population based training
+            may change while training (with the learner's own: the learning rate, the
+            optimiser's epsilon, the gradient-norm clip).
+        RESUME_FIXED: the config fields a resumed run cannot change because they define
+            what its network's weights and its own state mean (with the runtime's: the
+            environment, the agent, the optimiser).
+    """
+
+    HYPERPARAMETERS: tuple[str, ...] = ()
+    RESUME_FIXED: tuple[str, ...] = ()
+
+    def __init__(self, cfg: TrainConfig, env_spec: "EnvSpec", actor: int | None = None):
+        self.cfg = cfg
+        self.env_spec = env_spec
+        self.actor = actor  # the actor it acts for (None: the learner, evaluation)
+
+    def actor_envs(self) -> range:
+        """The run's environment numbers this agent's actor steps (empty for the learner)."""
+        if self.actor is None:
+            return range(0)
+        return range(self.actor * self.cfg.envs_per_actor, (self.actor + 1) * self.cfg.envs_per_actor)
+
+    def acting_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """An actor's copy of the network, made ready to act (default: eval mode; an agent with
+        noisy layers would keep them sampling)."""
+        return model.eval()
+
+    def update_config(self, cfg: TrainConfig) -> None:
+        """The config in force changed (PBT changed a hyperparameter): the loss reads the new one."""
+        self.cfg = cfg
+
+    def before_updates(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def after_update(self, model: torch.nn.Module, output: LossOutput) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict:
+        """The agent's own state beside the network's (a target network, counters); checkpointed
+        with the learner and copied by PBT's exploit."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ValueError(f"agent {type(self).__name__} keeps no state of its own, got {sorted(state)}")
+
+
+RUNTIME_RESUME_FIXED = ("env", "agent", "full_action_space", "optimizer")
+"""Config fields no resumed run may change, whatever its agent (see AgentBase.RESUME_FIXED)."""
+
+
+def resume_fixed(cfg: TrainConfig) -> tuple[str, ...]:
+    """The fields a resumed run of ``cfg`` keeps: the runtime's and its agent's."""
+    return RUNTIME_RESUME_FIXED + tuple(agent_class(cfg.agent).RESUME_FIXED)
+
+
 def agent_class(name: str) -> type:
     """The class ``--agent name`` refers to: a registered name or ``module:Class``."""
     target = AGENTS.get(name, name)
@@ -155,12 +221,13 @@ def agent_options(cfg: TrainConfig, options_cls: type) -> Any:
     return options_cls(**values)
 
 
-def make_agent(cfg: TrainConfig, env_spec: "EnvSpec") -> Agent:
-    """The agent ``cfg.agent`` names, for ``env_spec``. An agent with options of its own
-    declares them as a dataclass ``Options`` on its class and reads them with
-    :func:`agent_options`; options given to an agent without one are refused."""
+def make_agent(cfg: TrainConfig, env_spec: "EnvSpec", actor: int | None = None) -> Agent:
+    """The agent ``cfg.agent`` names, for ``env_spec``, acting for actor ``actor`` (None: the
+    learner or an evaluation). An agent with options of its own declares them as a
+    dataclass ``Options`` on its class and reads them with :func:`agent_options`; options
+    given to an agent without one are refused."""
     cls = agent_class(cfg.agent)
     if cfg.agent_options.strip() and not dataclasses.is_dataclass(getattr(cls, "Options", None)):
         raise ConfigError(f"agent '{cfg.agent}' takes no --agent-options (its settings are the flags of the "
                           f"agent section; see impala train --help)")
-    return cls(cfg, env_spec)
+    return cls(cfg, env_spec, actor=actor)

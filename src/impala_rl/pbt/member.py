@@ -11,7 +11,7 @@ import copy
 
 
 def exploit(learner, source: dict) -> dict[str, float]:
-    """Copy another member's weights, optimiser state and hyperparameters into ``learner``.
+    """Copy another member's weights, optimiser state, agent state and hyperparameters into ``learner``.
 
     ``source`` is that member's checkpoint (:meth:`Learner.state_dict` plus its ``config``
     dict). The member keeps its own frame count and policy version: they count its own
@@ -20,6 +20,7 @@ def exploit(learner, source: dict) -> dict[str, float]:
     # A deep copy: torch's load_state_dict keeps tensors that need no cast, so a live source's
     # optimiser state would otherwise be shared (and stepped twice).
     learner.optimizer.load_state_dict(copy.deepcopy(source["optimizer"]))
+    learner.agent.load_state_dict(copy.deepcopy(source.get("agent", {})))  # e.g. a target network
     hparams = {name: source["config"][name] for name in learner.hyperparameters()}
     learner.set_hyperparameters(**hparams)
     return hparams

@@ -137,7 +137,7 @@ def new_population(base: TrainConfig, pcfg: PopulationConfig, rules: Rules,
                    initial: dict[str, list[float]]) -> tuple[Population, dict[str, TrainConfig]]:
     """Member configs (seed + i, its own run directory, the ``initial`` values given round
     robin) and the controller, written to ``pcfg.pop_dir``."""
-    from impala_rl.runtime.learner import MUTABLE_HYPERPARAMETERS
+    from impala_rl.runtime.learner import mutable_hyperparameters
 
     pop_dir = Path(pcfg.pop_dir)
     cfgs = {}
@@ -145,7 +145,7 @@ def new_population(base: TrainConfig, pcfg: PopulationConfig, rules: Rules,
         values = {k: v[i % len(v)] for k, v in initial.items()}
         cfgs[name] = dataclasses.replace(base, seed=base.seed + i, quiet=True,
                                          run_dir=str(pop_dir / MEMBERS_DIR / name), **values).validate()
-    hparams = {name: {k: getattr(c, k) for k in MUTABLE_HYPERPARAMETERS} for name, c in cfgs.items()}
+    hparams = {name: {k: getattr(c, k) for k in mutable_hyperparameters(c)} for name, c in cfgs.items()}
     settings = {"population": dataclasses.asdict(pcfg), "members": {n: c.to_dict() for n, c in cfgs.items()}}
     (pop_dir / MEMBERS_DIR).mkdir(parents=True, exist_ok=True)
     pop = Population(hparams, rules, seed=base.seed, out_dir=pop_dir, settings=settings)
@@ -359,11 +359,11 @@ class _RayMember:
     def run(self, cfg_dict: dict, name: str, rules_dict: dict, controller, state: dict | None) -> dict:
         import ray
 
-        from impala_rl.runtime.learner import MUTABLE_HYPERPARAMETERS
+        from impala_rl.runtime.learner import mutable_hyperparameters
 
         cfg = member_config(cfg_dict)
         if state is not None:  # the hyperparameters it had then
-            cfg = dataclasses.replace(cfg, **{k: state["config"][k] for k in MUTABLE_HYPERPARAMETERS})
+            cfg = dataclasses.replace(cfg, **{k: state["config"][k] for k in mutable_hyperparameters(cfg)})
         Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
         trainer = _build_trainer(cfg, state)
 

@@ -71,9 +71,8 @@ def build_actor(cfg: TrainConfig, env_spec: EnvSpec, actor_id: int, restart: int
     ``forward`` replaces the local model for inference (central inference).
     """
     seed = cfg.seed + 10_007 * (actor_id + 1) + 1_000_003 * restart
-    agent = make_agent(cfg, env_spec)
-    model = agent.build_model()
-    model.eval()
+    agent = make_agent(cfg, env_spec, actor=actor_id)
+    model = agent.acting_model(agent.build_model())
     spec = RolloutSpec.for_agent(cfg.unroll_length, env_spec, agent)
     sizes = [len(part) for part in _split(cfg.envs_per_actor, cfg.env_groups)]
     actors, first_env = [], actor_id * cfg.envs_per_actor

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import torch
 
-from impala_rl.agents.base import LossOutput
+from impala_rl.agents.base import LossOutput, agent_class
 from impala_rl.config import TrainConfig
 from impala_rl.core.optim import RMSpropTF
 from impala_rl.runtime.precision import AutocastForward, resolve_precision
@@ -35,9 +35,14 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
                eps=cfg.rmsprop_epsilon)
 
 
-MUTABLE_HYPERPARAMETERS = ("learning_rate", "entropy_cost", "baseline_cost", "rmsprop_epsilon", "adam_epsilon",
-                           "grad_norm_clip")
-"""What :meth:`Learner.set_hyperparameters` may change while training (population based training)."""
+LEARNER_HYPERPARAMETERS = ("learning_rate", "rmsprop_epsilon", "adam_epsilon", "grad_norm_clip")
+"""The learner's own hyperparameters that may change while training (population based training)."""
+
+
+def mutable_hyperparameters(cfg: TrainConfig) -> tuple[str, ...]:
+    """What :meth:`Learner.set_hyperparameters` may change for ``cfg``'s agent: the learner's
+    own and those the agent declares (``AgentBase.HYPERPARAMETERS``; IMPALA: its loss weights)."""
+    return LEARNER_HYPERPARAMETERS + tuple(agent_class(cfg.agent).HYPERPARAMETERS)
 
 
 def average_metrics(results: list[dict[str, float]]) -> dict[str, float]:
@@ -96,19 +101,18 @@ class Learner:
         """Change hyperparameters between two updates, without a restart (PBT's explore and
         exploit): the learning rate (the schedule continues from the new base value), the
         agent's loss weights, the optimiser's epsilon and the gradient-norm clip."""
-        unknown = sorted(set(values) - set(MUTABLE_HYPERPARAMETERS))
+        mutable = mutable_hyperparameters(self.cfg)
+        unknown = sorted(set(values) - set(mutable))
         if unknown:
-            raise ValueError(f"cannot change {', '.join(unknown)} while training; changeable: "
-                             f"{', '.join(MUTABLE_HYPERPARAMETERS)}")
+            raise ValueError(f"cannot change {', '.join(unknown)} while training; changeable: {', '.join(mutable)}")
         self.cfg = dataclasses.replace(self.cfg, **values).validate()
-        if hasattr(self.agent, "cfg"):  # the agent's loss reads its weights from its config
-            self.agent.cfg = self.cfg
+        self.agent.update_config(self.cfg)  # its loss reads its weights from the config in force
         eps = self.cfg.adam_epsilon if self.cfg.optimizer == "adam" else self.cfg.rmsprop_epsilon
         for group in self.optimizer.param_groups:
             group["eps"] = eps
 
     def hyperparameters(self) -> dict[str, float]:
-        return {name: getattr(self.cfg, name) for name in MUTABLE_HYPERPARAMETERS}
+        return {name: getattr(self.cfg, name) for name in mutable_hyperparameters(self.cfg)}
 
     def step(self, batch: Batch) -> dict[str, float]:
         """Train on a batch (see :meth:`update`); returns its metrics."""
@@ -210,10 +214,11 @@ class Learner:
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "version": self.version, "frames": self.frames}
+                "agent": self.agent.state_dict(), "version": self.version, "frames": self.frames}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.agent.load_state_dict(state.get("agent", {}))  # checkpoints before issue 20 have none
         self.version = int(state["version"])
         self.frames = int(state["frames"])

@@ -76,7 +76,7 @@ def evaluation_hook(cfg, env_spec, learner):
     ``eval_return`` (the mean over every task's episodes) and, for several tasks,
     ``eval_return_<label>`` to the step's metrics, which the logging hook after it records."""
     labels = task_labels(cfg.tasks)
-    model = copy.deepcopy(learner.model).to("cpu").eval()  # not build_model(): that would reseed torch
+    model = copy.deepcopy(learner.model).to("cpu").eval()  # the current weights, on the CPU
     next_at, count = learner.frames + cfg.eval_interval, 0
 
     def hook(step) -> Optional[str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from impala_rl.agents.base import Action, Fields, LossOutput
+from impala_rl.agents.base import Action, AgentBase, Fields, LossOutput
 from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.core import distributions
 from impala_rl.core.losses import impala_loss
@@ -37,19 +37,21 @@ def resolve_torso(cfg: TrainConfig, env_spec: EnvSpec) -> str:
 
 
 def build_model(cfg: TrainConfig, env_spec: EnvSpec) -> ImpalaNet:
-    """The network the config describes, seeded with ``cfg.seed``."""
-    torch.manual_seed(cfg.seed)
+    """The network the config describes, its initialisation seeded with ``cfg.seed`` (the
+    process's random state is left as it was)."""
     try:
-        return ImpalaNet(tuple(env_spec.obs_shape), env_spec.action_dim, policy_type=env_spec.policy_type,
-                         torso=resolve_torso(cfg, env_spec), use_lstm=cfg.use_lstm, lstm_size=cfg.lstm_size,
-                         mlp_sizes=tuple(cfg.mlp_sizes), num_values=env_spec.num_tasks,
-                         channels_last=cfg.channels_last and env_spec.is_image,
-                         init=cfg.init, popart=cfg.popart, popart_beta=cfg.popart_beta,
-                         normalize_observations=cfg.normalize_observations, activation=cfg.mlp_activation,
-                         separate_value_torso=cfg.value_torso == "separate",
-                         mean_bounds=((env_spec.action_low, env_spec.action_high)
-                                      if cfg.bounded_mean and env_spec.policy_type == "gaussian" else None),
-                         init_log_std=cfg.init_log_std)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            return ImpalaNet(tuple(env_spec.obs_shape), env_spec.action_dim, policy_type=env_spec.policy_type,
+                             torso=resolve_torso(cfg, env_spec), use_lstm=cfg.use_lstm, lstm_size=cfg.lstm_size,
+                             mlp_sizes=tuple(cfg.mlp_sizes), num_values=env_spec.num_tasks,
+                             channels_last=cfg.channels_last and env_spec.is_image,
+                             init=cfg.init, popart=cfg.popart, popart_beta=cfg.popart_beta,
+                             normalize_observations=cfg.normalize_observations, activation=cfg.mlp_activation,
+                             separate_value_torso=cfg.value_torso == "separate",
+                             mean_bounds=((env_spec.action_low, env_spec.action_high)
+                                          if cfg.bounded_mean and env_spec.policy_type == "gaussian" else None),
+                             init_log_std=cfg.init_log_std)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
@@ -69,14 +71,16 @@ def loss_inputs(batch: dict[str, torch.Tensor], cfg: TrainConfig) -> dict:
     return {"rewards": rewards, "discounts": discounts}
 
 
-class ImpalaAgent:
+class ImpalaAgent(AgentBase):
     """IMPALA on the runtime (see the module docstring)."""
 
     name = "impala"
+    HYPERPARAMETERS = ("entropy_cost", "baseline_cost")
+    RESUME_FIXED = ("torso", "use_lstm", "lstm_size", "mlp_sizes", "mlp_activation", "value_torso",
+                    "normalize_observations", "popart", "bounded_mean")
 
-    def __init__(self, cfg: TrainConfig, env_spec: EnvSpec):
-        self.cfg = cfg
-        self.env_spec = env_spec
+    def __init__(self, cfg: TrainConfig, env_spec: EnvSpec, actor: int | None = None):
+        super().__init__(cfg, env_spec, actor)
         self.policy_type = env_spec.policy_type
         self.labels = task_labels(env_spec.tasks)
         self.mask = action_mask(env_spec)  # bool [K, A] or None: the actions each task has
