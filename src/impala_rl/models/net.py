@@ -30,6 +30,8 @@ each statistics update so the returned values do not jump.
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -244,7 +246,8 @@ class ImpalaNet(nn.Module):
         # Under the learner's bfloat16 autocast (runtime/precision.py) only the torsos run in
         # bfloat16: the LSTM, the heads and PopArt stay float32, so the policy's log-probabilities
         # (and with them V-trace's importance weights) and the values lose no precision.
-        with torch.autocast(features.device.type, enabled=False):
+        with (torch.autocast(features.device.type, enabled=False) if torch.is_autocast_enabled(features.device.type)
+              else contextlib.nullcontext()):
             if self.use_lstm:
                 features, core_state = self._unroll_lstm(
                     features, last_action, last_reward, first, core_state

@@ -155,6 +155,9 @@ class Learner:
                 result, ok, output = self._update(self.spec.select(batch, idx) if len(idx) < size else batch)
                 results.append(result)
                 applied |= ok
+                if len(idx) == size and cfg.learner_minibatches == 1:  # the whole batch, in order
+                    per_unroll = {name: value.detach() for name, value in output.per_unroll.items()}
+                    continue
                 for name, value in output.per_unroll.items():  # scattered back into batch order
                     if name not in per_unroll:
                         per_unroll[name] = value.new_zeros((size, *value.shape[1:]))
