@@ -26,6 +26,7 @@ class PolicyNet(nn.Module):
         super().__init__()
         self.body = nn.Sequential(nn.Linear(obs_dim, 32), nn.Tanh(), nn.Linear(32, num_actions))
         self.policy_param_size = num_actions
+        self.num_values = 1
 
     def initial_state(self, batch_size: int, device=None):
         return (torch.zeros(batch_size, device=device),)

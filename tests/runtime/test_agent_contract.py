@@ -88,3 +88,36 @@ def test_each_agent_declares_what_may_change_while_training_and_on_resume():
         learner.set_hyperparameters(entropy_cost=0.1)
     assert {"env", "agent", "optimizer", "torso", "use_lstm", "popart"} <= set(resume_fixed(impala))
     assert set(resume_fixed(reinforce)) == {"env", "agent", "full_action_space", "optimizer"}
+
+
+def test_a_network_that_breaks_the_contract_is_refused_in_one_line():
+    import reinforce_agent
+
+    from impala_rl.config import ConfigError
+
+    cfg = _cfg()
+    env_spec = probe_env(cfg)
+
+    class NoValues(reinforce_agent.PolicyNet):
+        def __init__(self, *a):
+            super().__init__(*a)
+            del self.num_values
+
+    with pytest.raises(ConfigError, match="network lacks num_values .*impala_rl.agents.base.Network"):
+        build_learner(cfg, env_spec, model=NoValues(4, 2))
+
+    class Narrow(reinforce_agent.PolicyNet):
+        def __init__(self, *a):
+            super().__init__(*a)
+            self.policy_param_size = 3  # but it returns 2 logits
+
+    with pytest.raises(ConfigError, match=r"returned .*'policy_params': \(1, 2, 2\).*wants .*\(1, 2, 3\)"):
+        build_learner(cfg, env_spec, model=Narrow(4, 2))
+
+
+def test_the_test_agent_runs_with_central_inference(tmp_path):
+    # the inference server allocates its responses from the contract's policy_param_size and num_values
+    cfg = _cfg(tmp_path, backend="local", inference="central", total_frames=2400, num_actors=2)
+    result = Trainer(cfg).run()
+    assert result.stop_reason == "done" and result.frames >= 2400
+    assert load_checkpoint(tmp_path / "run")["agent"]["updates"] == result.version

@@ -32,7 +32,7 @@ from impala_rl.agents import make_agent  # noqa: E402
 from impala_rl.config import ConfigError, TrainConfig  # noqa: E402
 from impala_rl.runtime.backends import ray_backend  # noqa: E402
 from impala_rl.runtime.backends.serial import SerialBackend  # noqa: E402
-from impala_rl.runtime.builders import probe_env  # noqa: E402
+from impala_rl.runtime.builders import build_learner, probe_env  # noqa: E402
 from conftest import ray_service_pids  # noqa: E402
 
 ray = ray_backend.import_ray(loopback=True)  # before any Ray service starts in this process
@@ -342,3 +342,20 @@ def test_run_completes_when_a_worker_node_is_removed(tmp_path, cluster):
     lines = actor_lines(run_dir)
     on_worker = {a for a, n, _ in lines[:2] if n == worker.node_id}
     assert any(a in on_worker and n == head.node_id for a, n, _ in lines[2:]), lines  # moved to the head
+
+
+def test_an_agent_defined_outside_the_package_runs_on_ray(joined_ray):
+    cfg = make_cfg(agent="reinforce_agent:ReinforceAgent", optimizer="adam", reward_clip=0.0, batch_size=4)
+    env_spec = probe_env(cfg)
+    learner = build_learner(cfg, env_spec)
+    backend = ray_backend.RayBackend(cfg, env_spec, learner.model)
+    try:
+        backend.start()
+        for version in range(1, 5):
+            batch, _ = backend.get_batch()
+            assert batch["logp"].shape[1] == 4 and batch["steps"].shape == (4,)  # its records and state
+            learner.update(batch)
+            backend.publish(learner.model, learner.version)
+    finally:
+        backend.close()
+    assert learner.version == 4 and learner.agent.updates == 4

@@ -3,10 +3,10 @@
 The runtime (actors, transports, the learner, the training loop) is generic; an agent
 fills in what is specific to one algorithm:
 
-- **its network**, :meth:`Agent.build_model`: a module with the forward contract of
-  :class:`~impala_rl.models.ImpalaNet` (``forward(obs, last_action, last_reward, first,
-  core_state) -> (NetOutput, new_state)``), so that actors, central inference and
-  evaluation can step it;
+- **its network**, :meth:`Agent.build_model`: a module with the contract of
+  :class:`Network` (``forward(obs, last_action, last_reward, first, core_state) ->
+  (NetOutput, new_state)``, ``initial_state``, ``policy_param_size``, ``num_values``), so
+  that actors, central inference and evaluation can step it;
 - **what its actors record** per step beyond the environment's columns,
   :meth:`Agent.record_fields` (IMPALA: the behaviour policy's parameters; a Q-learning
   agent: its Q-values; a multi-task agent: the task id), and **its recurrent state** as
@@ -69,6 +69,31 @@ class Action(NamedTuple):
 
     action: torch.Tensor
     record: dict[str, torch.Tensor]
+
+
+class Network(Protocol):
+    """The network contract: what actors, central inference, evaluation and the learner
+    need of an agent's network (checked when a learner is built,
+    :func:`impala_rl.runtime.builders.check_network`).
+
+    Attributes:
+        policy_param_size: P, the width of ``policy_params`` (the actors' inference server
+            allocates its responses from it).
+        num_values: the width of ``values`` (one per task for a multi-task agent).
+    """
+
+    policy_param_size: int
+    num_values: int
+
+    def initial_state(self, batch_size: int, device=None) -> tuple[torch.Tensor, ...]:
+        """The recurrent state before an episode's first step for ``batch_size`` environments,
+        one tensor per :meth:`Agent.state_fields` entry, in that order (``()`` without one)."""
+
+    def forward(self, obs: torch.Tensor, last_action: torch.Tensor, last_reward: torch.Tensor, first: torch.Tensor,
+                core_state: tuple = ()) -> tuple[Any, tuple]:
+        """``[T, B, ...]`` inputs -> (an output with ``policy_params [T, B, P]`` and
+        ``values [T, B, num_values]``, such as :class:`impala_rl.models.NetOutput`; the
+        state after step T - 1)."""
 
 
 class LossOutput(NamedTuple):

@@ -13,6 +13,7 @@ from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.envs import AtariOptions, EnvSpec, describe, make_env
 from impala_rl.envs.tasks import combine_specs, env_tasks, make_task_env_group, task_ids
 from impala_rl.envs.vector import make_env_group
+from impala_rl.models import net_inputs
 from impala_rl.runtime.actor import Actor, ActorGroup
 from impala_rl.runtime.learner import Learner
 from impala_rl.runtime.types import RolloutSpec
@@ -54,12 +55,39 @@ def rollout_spec(cfg: TrainConfig, env_spec: EnvSpec) -> RolloutSpec:
     return RolloutSpec.for_agent(cfg.unroll_length, env_spec, make_agent(cfg, env_spec))
 
 
+def check_network(agent, spec: RolloutSpec, model: torch.nn.Module) -> None:
+    """Step ``model`` once on two environments as an actor does and check the network
+    contract (:class:`impala_rl.agents.base.Network`); ConfigError names what is missing."""
+    name = type(agent).__name__
+    missing = [a for a in ("initial_state", "policy_param_size", "num_values") if not hasattr(model, a)]
+    if missing:
+        raise ConfigError(f"agent {name}'s network lacks {', '.join(missing)} (the network contract: "
+                          f"impala_rl.agents.base.Network)")
+    row = {k: v[:, 0] for k, v in spec.allocate(2).items() if v.dim() > 1}  # one row of two environments
+    state = model.initial_state(2)
+    shapes = [tuple(s.shape[1:]) for s in state]
+    if shapes != [shape for shape, _ in agent.state_fields().values()]:
+        raise ConfigError(f"agent {name}: initial_state gives shapes {shapes}, its state_fields declare "
+                          f"{[shape for shape, _ in agent.state_fields().values()]}")
+    with torch.no_grad():
+        out, _ = model(core_state=state, **net_inputs(row["obs"][None], row["first"][None], row["last_action"][None],
+                                                      row["reward"][None], 0.0))
+    want = {"policy_params": (1, 2, int(model.policy_param_size)), "values": (1, 2, int(model.num_values))}
+    got = {k: tuple(getattr(out, k).shape) if hasattr(out, k) else None for k in want}
+    if got != want:
+        raise ConfigError(f"agent {name}'s network returned {got} for one step of two environments; the network "
+                          f"contract wants {want}")
+
+
 def build_learner(cfg: TrainConfig, env_spec: EnvSpec, model: torch.nn.Module | None = None,
                   device: torch.device | str = "cpu") -> Learner:
-    """A learner for the agent ``cfg.agent`` (a fresh network unless ``model`` is given)."""
+    """A learner for the agent ``cfg.agent`` (a fresh network unless ``model`` is given),
+    its network checked against the contract first."""
     agent = make_agent(cfg, env_spec)
     model = agent.build_model() if model is None else model
-    return Learner(cfg, RolloutSpec.for_agent(cfg.unroll_length, env_spec, agent), model, torch.device(device), agent)
+    spec = RolloutSpec.for_agent(cfg.unroll_length, env_spec, agent)
+    check_network(agent, spec, model)
+    return Learner(cfg, spec, model, torch.device(device), agent)
 
 
 def build_actor(cfg: TrainConfig, env_spec: EnvSpec, actor_id: int, restart: int = 0,
