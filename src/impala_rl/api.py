@@ -14,7 +14,6 @@ applies the environment family's preset to the others, exactly as ``impala train
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +30,16 @@ def train(env: str | None = None, config: TrainConfig | None = None, preset: str
     """
     from impala_rl.config import ConfigError
     from impala_rl.logging import setup_logging
+    from impala_rl.runtime.rundirs import check_run_dir, make_run_dir, with_run_dir
     from impala_rl.runtime.train import Trainer
 
     if (env is None) == (config is None):
         raise ConfigError("give either env (with field overrides) or config")
     cfg = config.validate() if config is not None else TrainConfig.for_env(env, preset=preset, **overrides)
-    if not cfg.run_dir:
-        cfg = dataclasses.replace(cfg, run_dir=cfg.default_run_dir())
-    run_dir = Path(cfg.run_dir)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise ConfigError(f"run directory {cfg.run_dir} is not empty; choose another run_dir")
+    cfg = with_run_dir(cfg)
+    check_run_dir(cfg, resuming=False)  # the command line's policy (runtime/rundirs.py)
     trainer = Trainer(cfg)  # checks everything before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(run_dir, quiet=cfg.quiet)  # train.log, as from the command line
+    setup_logging(make_run_dir(cfg), quiet=cfg.quiet)  # train.log, as from the command line
     return trainer.run()
 
 

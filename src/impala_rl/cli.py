@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import signal
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
 # ----------------------------------------------------------------------------- train flags
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field; help from the field's metadata, grouped by section."""
-    from impala_rl.config import ENV_PRESETS, PRESETS, TrainConfig
+    from impala_rl.config import ENV_PRESETS, PRESETS, TrainConfig, flag_value
 
     parser.add_argument("--preset", nargs="?", const="auto", default="auto", metavar="NAME",
                         help=f"apply a preset to the options not given: the environment family's (default), or "
@@ -42,7 +41,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         group = groups.setdefault(f.metadata["group"], parser.add_argument_group(f.metadata["group"]))
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        by_preset = [f"{family} {_flag_value(values[f.name])}" for family, values in {**PRESETS, **ENV_PRESETS}.items()
+        by_preset = [f"{family} {flag_value(values[f.name])}" for family, values in {**PRESETS, **ENV_PRESETS}.items()
                      if f.name in values]
         help_text = (f"{f.metadata['help']} (default: {default if default != '' else 'auto'}"
                      + (f"; presets: {', '.join(by_preset)})" if by_preset else ")"))
@@ -93,36 +92,10 @@ def _config_with_preset(explicit: dict, preset: str | None = "auto"):
     return cfg, note
 
 
-def _flag_value(value) -> str:
-    return " ".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
-
-
-def _recorded_config(path: str, explicit: dict):
-    """A run's recorded config.json (``path`` is the file or its run directory) with ``explicit`` on top."""
-    from impala_rl.config import ConfigError, TrainConfig
-
-    file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
-    try:
-        recorded = json.loads(file.read_text())
-    except OSError as e:
-        raise UsageError(f"--config: cannot read {file}: {e.strerror or e}; give a run directory or its "
-                         f"config.json") from None
-    except ValueError as e:
-        raise UsageError(f"--config: {file} is not JSON ({e}); give a run directory or its config.json") from None
-    if not isinstance(recorded, dict):
-        raise UsageError(f"--config: {file} holds no config object; give a run directory or its config.json")
-    recorded.pop("run_dir", None)  # a repeat never writes into the recorded run
-    try:
-        cfg = TrainConfig.from_dict({**recorded, **explicit})
-    except (ConfigError, TypeError) as e:
-        raise UsageError(f"--config: {file} cannot be loaded by this version of impala-rl: {e}") from None
-    return cfg if cfg.run_dir else dataclasses.replace(cfg, run_dir=cfg.default_run_dir())
-
-
 def _train_config(args: argparse.Namespace):
-    """(config, resume state or None, note on the preset or overrides applied) from the parsed flags."""
-    from impala_rl.agents import resume_fixed
-    from impala_rl.runtime.train import load_run
+    """(config, resume state or None, note on the preset or overrides applied) from the parsed
+    flags; the run-directory policy is :mod:`impala_rl.runtime.rundirs`'."""
+    from impala_rl.runtime.rundirs import recorded_config, resumed_config, with_run_dir
 
     explicit = _explicit_fields(args)
     if args.suite is not None:
@@ -133,39 +106,28 @@ def _train_config(args: argparse.Namespace):
         if "env" in explicit or args.resume:
             raise UsageError("--suite names the run's environments: give it instead of --env (and not with --resume)")
         explicit["env"] = ",".join(SUITES[args.suite])
-    if args.config is not None:
+    if args.config is not None and args.resume:
+        raise UsageError("--config starts a new run from a recorded config; --resume continues one: give one")
+    try:
+        if args.config is not None:
+            return recorded_config(args.config, explicit), None, (
+                f"[impala] config from {args.config} (no preset applied: the record holds every value)"
+                + (f"; flags given: {explicit}" if explicit else ""))
         if args.resume:
-            raise UsageError("--config starts a new run from a recorded config; --resume continues one: give one")
-        return _recorded_config(args.config, explicit), None, (
-            f"[impala] config from {args.config} (no preset applied: the record holds every value)"
-            + (f"; flags given: {explicit}" if explicit else ""))
-    if args.resume:
-        try:
-            cfg, state = load_run(args.resume)
-        except (FileNotFoundError, ValueError) as e:  # ValueError: a foreign config or not a checkpoint
-            raise UsageError(str(e)) from None
-        if "run_dir" in explicit and Path(explicit["run_dir"]).resolve() != Path(args.resume).resolve():
-            raise UsageError(f"--run-dir cannot be combined with --resume: a run continues in its own directory "
-                             f"({args.resume}); copy the directory first to branch it")
-        explicit.pop("run_dir", None)
-        changed = [f"--{k.replace('_', '-')} (run: {_flag_value(getattr(cfg, k))}, given: {_flag_value(v)})"
-                   for k, v in explicit.items() if k in resume_fixed(cfg) and v != getattr(cfg, k)]
-        if changed:
-            raise UsageError(f"a resumed run keeps its environment, network and optimiser; these differ: "
-                             f"{'; '.join(changed)}")
-        cfg = dataclasses.replace(cfg, **explicit, run_dir=str(args.resume))
-        note = f"[impala] resuming {args.resume} with overrides: {explicit}" if explicit else ""
-        return cfg, state, note
+            cfg, state = resumed_config(args.resume, explicit)
+            explicit.pop("run_dir", None)
+            return cfg, state, f"[impala] resuming {args.resume} with overrides: {explicit}" if explicit else ""
+    except ValueError as e:  # ConfigError: a foreign, broken or missing record
+        raise UsageError(str(e)) from None
     cfg, note = _config_with_preset(explicit, preset=args.preset)
-    if not cfg.run_dir:
-        cfg = dataclasses.replace(cfg, run_dir=cfg.default_run_dir())
-    return cfg, None, note
+    return with_run_dir(cfg), None, note
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from impala_rl.envs import check_env_id
     from impala_rl.logging import setup_logging
     from impala_rl.runtime.precision import describe as describe_precision
+    from impala_rl.runtime.rundirs import check_run_dir, make_run_dir
     from impala_rl.runtime.train import FINISHED, Trainer
 
     cfg, state, note = _train_config(args)
@@ -175,25 +137,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg, resume_state=state)
     except ValueError as e:  # ConfigError, UnknownEnvError, unsupported spaces
         raise UsageError(str(e)) from None
-    run_dir = Path(cfg.run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"--run-dir {cfg.run_dir} is an existing file, not a directory")
-    if state is None and (run_dir / "checkpoint.pt").exists():
-        raise UsageError(f"run directory {cfg.run_dir} already holds a run; use --resume {cfg.run_dir} "
-                         f"or another --run-dir")
-    if state is None and run_dir.is_dir() and any(run_dir.iterdir()):
-        raise UsageError(f"run directory {cfg.run_dir} already holds files but no checkpoint (a run that died "
-                         f"before its first one?); remove it or choose another --run-dir")
     if state is not None and trainer.learner.frames >= cfg.total_frames:
         raise UsageError(f"the run in {cfg.run_dir} already reached {trainer.learner.frames} of "
                          f"{cfg.total_frames} frames; pass a larger --total-frames to continue it")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".impala-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"cannot write the run directory {cfg.run_dir}: {e.strerror or e}") from None
+        check_run_dir(cfg, resuming=state is not None)
+        run_dir = make_run_dir(cfg)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if note:
         print(note, file=sys.stderr)
     setup_logging(Path(cfg.run_dir), quiet=cfg.quiet)
@@ -409,7 +360,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from impala_rl.config import ENV_PRESETS, PRESETS, TrainConfig
+    from impala_rl.config import ENV_PRESETS, PRESETS, TrainConfig, flag_value
 
     defaults = TrainConfig()
     headings = [(f"{family}:", values) for family, values in PRESETS.items()]
@@ -417,8 +368,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
     for heading, values in headings:
         print(heading)
         for name, value in values.items():
-            print(f"  --{name.replace('_', '-'):<24} {_flag_value(value):<12} (paper default: "
-                  f"{_flag_value(getattr(defaults, name))})")
+            print(f"  --{name.replace('_', '-'):<24} {flag_value(value):<12} (paper default: "
+                  f"{flag_value(getattr(defaults, name))})")
     print("Applied to the options not given on the command line; --preset NAME picks one, --no-preset none.")
     return 0
 

@@ -39,6 +39,11 @@ VALUE_TORSOS = ("shared", "separate")
 LEARNER_PRECISIONS = ("float32", "bfloat16", "auto")
 
 
+def flag_value(value) -> str:
+    """A field's value as it is written on the command line (tuples space-separated)."""
+    return " ".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message says what was wrong and what is accepted."""
 

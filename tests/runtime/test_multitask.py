@@ -151,7 +151,8 @@ def test_a_tasks_statistics_do_not_move_with_another_tasks_rewards():
 
 
 def test_checkpoints_carry_the_per_task_statistics(tmp_path):
-    from impala_rl.runtime.train import Trainer, load_run
+    from impala_rl.runtime.rundirs import load_run
+    from impala_rl.runtime.train import Trainer
 
     cfg = echo_cfg(total_frames=400, run_dir=str(tmp_path / "run"), quiet=True)
     result = Trainer(cfg).run()

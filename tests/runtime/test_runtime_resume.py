@@ -16,7 +16,8 @@ import torch
 
 from impala_rl.checkpoint import load_checkpoint
 from impala_rl.runtime.backends import make_backend
-from impala_rl.runtime.train import Trainer, load_run
+from impala_rl.runtime.rundirs import load_run
+from impala_rl.runtime.train import Trainer
 
 IMPALA = str(Path(sys.executable).with_name("impala"))
 TINY = ["--env", "CartPole-v1", "--backend", "serial", "--num-actors", "1", "--envs-per-actor", "2",

@@ -14,7 +14,7 @@ from impala_rl.agents import make_agent
 from impala_rl.envs import make_env
 from impala_rl.runtime.builders import atari_options, probe_env
 from impala_rl.runtime.play import play
-from impala_rl.runtime.train import load_run
+from impala_rl.runtime.rundirs import load_run
 from impala_rl.envs.tasks import task_labels
 from impala_rl.scores import aggregates, human_normalized
 

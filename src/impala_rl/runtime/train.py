@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from impala_rl.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from impala_rl.config import ConfigError, TrainConfig
+from impala_rl.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from impala_rl.config import TrainConfig
 from impala_rl.logging import RunLogger
 from impala_rl.runtime.backends import check_backend, make_backend
 from impala_rl.runtime.backends.base import ActorFailure
@@ -153,12 +153,3 @@ def _append_traceback(path: Path) -> None:
             f.write(traceback.format_exc())
     except OSError:
         pass
-
-
-def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict]:
-    """The config and checkpoint of a run directory."""
-    state = load_checkpoint(run_dir)
-    try:
-        return TrainConfig.from_dict(state["config"]), state
-    except ConfigError as e:
-        raise ConfigError(f"the run in {run_dir} cannot be loaded by this version of impala-rl: {e}") from None
