@@ -1,5 +1,7 @@
-"""Classic-control learning tests (split from test_e2e_learning.py so that `make test` runs
-the two files at once), with the classic-control preset (tanh MLP):
+"""Classic-control learning tests, with the classic-control preset (tanh MLP). They run as
+those of test_e2e_learning.py do (its ``_train``: the real CLI, stopping at the threshold)
+and are marked, like them, slow and exclusive: `make test` runs them one at a time after the
+other tests, `make test-fast` leaves them out.
 
 - CartPole-v1 must reach a 100-episode mean of 400 (random: about 22) within its 500k frames
   (stopping there), serially and on the asynchronous local backend. Seeds 0-4 serially on an
@@ -16,13 +18,14 @@ import pytest
 
 from test_e2e_learning import THRESHOLD, _train, assert_reached
 
-# Exclusive: a learning run with 2 learner threads slows several-fold when another test shares
-# the 2 cores (the serial Pendulum run: 66 s alone, over 5 min beside another learning test).
-pytestmark = pytest.mark.exclusive
+# Slow: each test trains to a return threshold. Exclusive: a serial run's learner takes every
+# core (2 threads here), so it slows several-fold when another test shares the 2 cores (the
+# serial Pendulum run: 66 s alone, over 5 min beside another learning test); on the local
+# backend the policy lag, and so the result, depends on the machine's load as well.
+pytestmark = [pytest.mark.slow, pytest.mark.exclusive]
 
 
-# The local backend's policy lag, and so its result, depends on the machine's load: exclusive.
-@pytest.mark.parametrize("backend", ["serial", pytest.param("local", marks=pytest.mark.exclusive)])
+@pytest.mark.parametrize("backend", ["serial", "local"])
 def test_cartpole_learns(tmp_path, backend):
     summary, rows = _train(tmp_path, "--backend", backend, "--num-actors", "2", "--stop-at-return", str(THRESHOLD))
     assert_reached(summary, THRESHOLD, 500_000)

@@ -1,6 +1,7 @@
 """make_env, check_env_id and describe on classic-control and small hand-made envs."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -49,9 +50,23 @@ def register():
 # -- check_env_id ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "ALE/Pong-v5", "Pendulum-v1"])
-def test_known_ids_pass(env_id):
-    check_env_id(env_id)
+@pytest.mark.parametrize("env_id,wrong", [
+    ("CartPole-v1", "CartPole-v9"),
+    ("ALE/Pong-v5", "ALE/Pong-v9"),
+    ("Pendulum-v1", "Pendulum-v9"),
+    ("MinAtar/Breakout-v1", "MinAtar/Breakout-v9"),
+    ("CartPole-v1,Pendulum-v1", "CartPole-v1,Pendulum-v9"),  # a multi-task run: every id is checked
+])
+def test_known_ids_pass_and_an_unknown_version_of_them_does_not(env_id, wrong):
+    assert check_env_id(env_id) is None
+    # Accepted ids are registered (ALE and MinAtar ones by the check itself), so make_env can use them.
+    assert all(part in gym.registry for part in env_id.split(","))
+    # The check tells ids apart: the same game at a version that does not exist is refused,
+    # naming the bad id and suggesting the known one first.
+    bad, good = wrong.split(",")[-1], env_id.split(",")[-1]
+    with pytest.raises(UnknownEnvError, match=f"unknown environment id '{re.escape(bad)}'; "
+                                              f"did you mean: {re.escape(good)},"):
+        check_env_id(wrong)
 
 
 def test_unknown_id_suggests_close_match():

@@ -39,7 +39,8 @@ ray = ray_backend.import_ray(loopback=True)  # before any Ray service starts in 
 
 # Not exclusive: `make test` keeps this file on one worker (--dist loadfile) and runs every
 # other test that starts Ray (test_ray_distributed.py, the Ray PBT test) in the exclusive phase,
-# so the machine-wide check of Ray's services sees only this file's.
+# so the machine-wide check of Ray's services sees only this file's. (`make test-fast` also
+# runs the tests of this file that are not slow.)
 pytestmark = pytest.mark.timeout(420)
 
 THRESHOLD = 400.0  # as tests/e2e/test_e2e_learning.py
@@ -289,6 +290,7 @@ def test_cli_local_ray_and_resume(tmp_path, no_new_ray_services):
 
 
 # ----------------------------------------------------------------------------- a two-node cluster
+@pytest.mark.slow  # trains CartPole to the threshold on a two-node cluster
 def test_two_nodes_learn_cartpole_through_an_actor_kill(tmp_path, cluster):
     c, head, worker = cluster
     run_dir = tmp_path / "run"
@@ -318,6 +320,7 @@ def test_two_nodes_learn_cartpole_through_an_actor_kill(tmp_path, cluster):
     assert f"actor {victim_id} lost" in log
 
 
+@pytest.mark.slow  # a 400k-frame run on a two-node cluster
 def test_run_completes_when_a_worker_node_is_removed(tmp_path, cluster):
     c, head, worker = cluster
     run_dir = tmp_path / "run"

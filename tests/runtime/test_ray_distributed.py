@@ -29,7 +29,8 @@ from impala_rl.runtime.train import Trainer  # noqa: E402
 
 ray = ray_backend.import_ray(loopback=True)
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.exclusive]  # Ray services are checked machine-wide
+# The tests that start Ray are exclusive: Ray's services are checked machine-wide (the gloo test starts none).
+pytestmark = pytest.mark.timeout(300)
 
 
 
@@ -100,6 +101,7 @@ def make_cfg(**kw) -> TrainConfig:
     return TrainConfig(**base).validate()
 
 
+@pytest.mark.exclusive
 def test_two_learners_hold_identical_parameters(no_new_ray_services):
     cfg = make_cfg()
     assert actor_share(cfg, 0) == [0] and actor_share(cfg, 1) == [1]
@@ -126,6 +128,7 @@ def test_two_learners_hold_identical_parameters(no_new_ray_services):
     assert peer["param_hash"] == parameter_hash(learner.model)
 
 
+@pytest.mark.exclusive
 def test_trainer_with_two_learners_logs_agreement(tmp_path, caplog, no_new_ray_services):
     cfg = make_cfg(total_frames=20 * 2 * 5 * 4, run_dir=str(tmp_path / "run"), quiet=True, log_interval=1.0)
     with caplog.at_level(logging.INFO, logger="impala_rl"):

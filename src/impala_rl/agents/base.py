@@ -27,7 +27,7 @@ fills in what is specific to one algorithm:
 The environment's columns (``ENV_ROW_FIELDS`` in :mod:`impala_rl.runtime.types`) and
 the unroll contract are the runtime's. ``--agent`` names an agent: a registered name
 (``impala``) or ``package.module:Class`` for one defined anywhere importable, which is
-how a new agent runs without touching runtime code (tests/runtime/test_agent_seam.py).
+how a new agent runs without touching runtime code (tests/agents/test_agent_seam.py).
 
 An agent object is built from ``(cfg, env_spec, actor)`` (``actor``: the actor it acts
 for, None for the learner) and must pickle: actor processes and Ray workers rebuild it from
