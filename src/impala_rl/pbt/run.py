@@ -23,6 +23,7 @@ Two drivers run the members:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -37,10 +38,9 @@ from impala_rl.config import TrainConfig
 from impala_rl.pbt.member import exploit
 from impala_rl.pbt.population import Decision, Population, Window, rules_from_dict
 from impala_rl.pbt.rules import Rules, is_ready
+from impala_rl.runfiles import MEMBERS_DIR, read_episodes
 
 log = logging.getLogger("impala_rl")
-
-MEMBERS_DIR = "members"
 
 
 # ----------------------------------------------------------------------------- the member's side
@@ -172,10 +172,6 @@ def run_population(pop: Population, cfgs: dict[str, TrainConfig], pcfg: Populati
 
 
 def summarize(pop: Population, cfgs, pcfg: PopulationConfig, finished: dict[str, dict]) -> dict:
-    import json
-
-    from impala_rl.plot import read_episodes
-
     finals = {}
     for name, cfg in cfgs.items():
         try:
