@@ -1,58 +1,25 @@
 """``impala plot``: learning curves (episode return vs environment frames) from run directories.
 
 A multi-task run's episodes carry their task: its returns are drawn in one panel per task
-(runs with the same tasks overlaid), never mixed into one curve."""
+(runs with the same tasks overlaid), never mixed into one curve. A population directory of
+``impala pbt`` is drawn with its lineage and hyperparameters (:func:`plot_population`).
+Every file is read through :mod:`impala_rl.runfiles`."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
-
-def read_episodes(run_dir: str | Path, task: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(frames, returns) of the run's episodes (of one ``task`` label in a multi-task run)."""
-    frames, returns = [], []
-    for row in _episode_rows(run_dir):
-        if task is None or row.get("task") == task:
-            frames.append(float(row["frames"]))
-            returns.append(float(row["return"]))
-    return np.asarray(frames), np.asarray(returns)
-
-
-def read_tasks(run_dir: str | Path) -> list[str]:
-    """The task labels of a multi-task run's episodes, in order of appearance ([] for one task)."""
-    return list(dict.fromkeys(row["task"] for row in _episode_rows(run_dir) if row.get("task")))
-
-
-def _episode_rows(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "episodes.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"no episodes.csv in {run_dir} (is it a run directory of 'impala train'?)")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not {"frames", "return"} <= set(reader.fieldnames or ()):
-            raise ValueError(f"{path} has no header line with frames and return (a damaged run directory)")
-        return list(reader)
-
-
-def read_metric(run_dir: str | Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(frames, values) of one column of ``metrics.csv`` (rows where it is empty are skipped)."""
-    path = Path(run_dir) / "metrics.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"no metrics.csv in {run_dir} (is it a run directory of 'impala train'?)")
-    frames, values = [], []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if name not in (reader.fieldnames or []):
-            raise ValueError(f"metrics.csv in {run_dir} has no column {name!r}; columns: "
-                             f"{', '.join(c for c in reader.fieldnames or [] if c != 'frames')}")
-        for row in reader:
-            if row[name] not in ("", "nan"):
-                frames.append(float(row["frames"]))
-                values.append(float(row[name]))
-    return np.asarray(frames), np.asarray(values)
+from impala_rl.runfiles import (
+    is_population,
+    member_dir,
+    read_episodes,
+    read_events,
+    read_metric,
+    read_population,
+    read_tasks,
+)
 
 
 def moving_average(x: np.ndarray, window: int) -> np.ndarray:
@@ -67,11 +34,11 @@ def plot_runs(run_dirs: list[str], output: str | Path, window: int = 50, title: 
               metric: str = "return") -> Path:
     """Episode return (moving average of ``window`` episodes), or any ``metrics.csv`` column
     (``metric``, e.g. ``entropy``; smoothed over ``window`` log rows), against frames."""
-    import matplotlib
+    import matplotlib  # only when drawing: importing it (and pyplot) takes seconds
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if len(run_dirs) == 1 and (Path(run_dirs[0]) / "population.json").exists():
+    if len(run_dirs) == 1 and is_population(run_dirs[0]):
         return plot_population(run_dirs[0], output, window, title, plt)
     tasks = list(dict.fromkeys(t for d in run_dirs for t in read_tasks(d))) if metric == "return" else []
     if tasks:
@@ -104,20 +71,17 @@ def plot_population(pop_dir: str | Path, output, window: int, title: str | None,
     """A PBT population (``impala pbt``): every member's curve with its exploits marked
     (a line from the copied member's curve to the copier's at that frame: the lineage), and
     one panel per mutated hyperparameter with each member's value over frames."""
-    from impala_rl.pbt.population import Population, read_events
-
-    pop = Population.load(pop_dir)
+    pop = read_population(pop_dir)
     events = read_events(pop_dir)
-    names = list(pop.members)
-    hparams = list(pop.rules.bounds)
+    names = list(pop["members"])
+    hparams = list(pop["rules"]["bounds"])
     fig, axes = plt.subplots(1 + len(hparams), 1, figsize=(9, 4.5 + 2.2 * len(hparams)), squeeze=False,
                              sharex=True)
     ax = axes[0, 0]
-    members = Path(pop_dir) / "members"
     curves, colors = {}, {}
     for name in names:
         try:
-            frames, returns = read_episodes(members / name)
+            frames, returns = read_episodes(member_dir(pop_dir, name))
         except FileNotFoundError:
             continue
         if len(returns):
@@ -135,11 +99,11 @@ def plot_population(pop_dir: str | Path, output, window: int, title: str | None,
     ax.set_title(title or f"population {Path(pop_dir).name}: returns, exploits (arrows from the copied member)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    first = {n: s["hparams"] for n, s in json_members(pop_dir).items()}
+    first = pop["settings"].get("members", {})  # each member's starting config
     for row, hp in enumerate(hparams, start=1):
         hax = axes[row, 0]
         for name in names:
-            xs, ys = [0.0], [first.get(name, {}).get(hp, pop.members[name].hparams.get(hp))]
+            xs, ys = [0.0], [first.get(name, {}).get(hp, pop["members"][name]["hparams"].get(hp))]
             for e in events:
                 if e["member"] == name and e["event"] == "exploit":
                     xs.append(e["frames"]), ys.append(e["new"][hp])
@@ -153,14 +117,6 @@ def plot_population(pop_dir: str | Path, output, window: int, title: str | None,
         hax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("environment frames (of each member)")
     return _save(fig, output, plt)
-
-
-def json_members(pop_dir: str | Path) -> dict:
-    """Each member's starting config (``population.json``'s settings), by name."""
-    import json
-
-    settings = json.loads((Path(pop_dir) / "population.json").read_text())["settings"]
-    return {name: {"hparams": cfg} for name, cfg in settings.get("members", {}).items()}
 
 
 def _draw(ax, data, window: int, metric: str) -> None:

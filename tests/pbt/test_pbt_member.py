@@ -6,10 +6,9 @@ from types import SimpleNamespace
 import torch
 
 from impala_rl.config import TrainConfig
-from impala_rl.pbt.member import exploit
+from impala_rl.pbt.member import exploit, pbt_hook
 from impala_rl.pbt.population import Decision
 from impala_rl.pbt.rules import Rules, explore
-from impala_rl.pbt.run import pbt_hook
 from impala_rl.runtime.backends.serial import SerialBackend
 from impala_rl.runtime.builders import build_learner, probe_env
 

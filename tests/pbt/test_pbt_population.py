@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from impala_rl.pbt.population import Population, Window, read_events
+from impala_rl.pbt.population import Population, Window
 from impala_rl.pbt.rules import Rules
+from impala_rl.runfiles import read_events
 
 HP = {"learning_rate": 1e-3, "entropy_cost": 0.01}
 RULES = Rules(ready_episodes=10, bounds={"learning_rate": (1e-6, 1e-1), "entropy_cost": (1e-5, 1.0)})

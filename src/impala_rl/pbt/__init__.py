@@ -1,1 +1,1 @@
-"""Population based training (seed 003): the rules (:mod:`impala_rl.pbt.rules`)."""
+"""Population based training (seed 003): ``impala pbt`` (:mod:`impala_rl.pbt.run` names the parts)."""

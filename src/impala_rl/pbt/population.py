@@ -1,6 +1,6 @@
 """The PBT controller's state and decisions, with no processes in it.
 
-Members (normal training runs, :mod:`impala_rl.pbt.run`) call :meth:`Population.ready`
+Members (normal training runs, :mod:`impala_rl.pbt.member`) call :meth:`Population.ready`
 when they are ready (:func:`~impala_rl.pbt.rules.is_ready`); the population records their
 fitness and checkpoint, applies the seed's exploit and explore rules
 (:mod:`impala_rl.pbt.rules`) and answers with a :class:`Decision`. Every event goes to an
@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from impala_rl.pbt.rules import Rules, exploit_source, explore
-
-STATE_NAME = "population.json"
-EVENTS_NAME = "events.jsonl"
+from impala_rl.runfiles import EVENTS_NAME, POPULATION_NAME, read_population
+from impala_rl.scores import human_normalized
 
 
 @dataclass
@@ -129,7 +128,7 @@ class Population:
     def save(self) -> None:
         if self.out_dir is None:
             return
-        path = self.out_dir / STATE_NAME
+        path = self.out_dir / POPULATION_NAME
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.state_dict(), indent=1))
         os.replace(tmp, path)
@@ -137,9 +136,9 @@ class Population:
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> "Population":
         """The population saved in ``out_dir`` (``population.json``)."""
-        path = Path(out_dir) / STATE_NAME
+        d = read_population(out_dir)  # no file, or not a population's: its error says so
+        path = Path(out_dir) / POPULATION_NAME
         try:
-            d = json.loads(path.read_text())
             pop = cls({name: m["hparams"] for name, m in d["members"].items()}, rules_from_dict(d["rules"]),
                       out_dir=out_dir, settings=d["settings"])
             pop.rng.setstate(_rng_from_json(d["rng"]))
@@ -148,8 +147,6 @@ class Population:
                 s = pop.members[name]
                 s.fitness, s.frames, s.readies, s.parent = m["fitness"], m["frames"], m["readies"], m["parent"]
                 s.checkpoint = m["checkpoint"]
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{out_dir} holds no population ({STATE_NAME} is missing)") from None
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path} is not a population this version can read: {e}") from None
         return pop
@@ -163,14 +160,6 @@ def _rng_to_json(state):
 def _rng_from_json(state):
     version, internal, gauss = state
     return (version, tuple(internal), gauss)
-
-
-def read_events(out_dir: str | os.PathLike) -> list[dict]:
-    """The population's event log, oldest first."""
-    path = Path(out_dir) / EVENTS_NAME
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @dataclass
@@ -193,8 +182,6 @@ class Window:
         return len(self.returns)
 
     def fitness(self) -> float:
-        from impala_rl.scores import human_normalized
-
         by_task: dict[int, list[float]] = {}
         for task, ret in self.returns:
             by_task.setdefault(task, []).append(ret)
