@@ -31,12 +31,13 @@ import numpy as np
 import torch
 import torch.multiprocessing as mp
 
+from impala_rl.agents import make_agent
 from impala_rl.config import TrainConfig
 from impala_rl.envs import EnvSpec
 from impala_rl.envs.vector import make_env_group
-from impala_rl.runtime.builders import atari_options, build_learner, probe_env, rollout_spec
+from impala_rl.models import net_inputs
 from impala_rl.runtime.backends import make_backend
-from impala_rl.runtime.builders import resolve_device
+from impala_rl.runtime.builders import atari_options, build_learner, probe_env, resolve_device, rollout_spec
 from impala_rl.runtime.loop import run_loop
 from impala_rl.runtime.sources import make_source
 
@@ -82,9 +83,6 @@ def _env_worker(cfg: TrainConfig, duration: float, seed: int, out) -> None:
 
 def _inference_worker(cfg: TrainConfig, env_spec: EnvSpec, duration: float, seed: int, out) -> None:
     torch.set_num_threads(1)
-    from impala_rl.agents import make_agent
-    from impala_rl.models import net_inputs
-
     agent = make_agent(cfg, env_spec)
     model = agent.build_model().eval()
     spec = rollout_spec(cfg, env_spec)

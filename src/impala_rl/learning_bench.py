@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from impala_rl.plot import plot_runs, read_episodes
+
 
 @dataclass(frozen=True)
 class Task:
@@ -99,8 +101,6 @@ def frames_to_threshold(frames: np.ndarray, returns: np.ndarray, threshold: floa
 
 
 def summarise(name: str, task: Task, seed: int, run_dir: Path, wall_s: float) -> TaskResult:
-    from impala_rl.plot import read_episodes
-
     frames, returns = read_episodes(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
     final = float(returns[-100:].mean()) if len(returns) else math.nan
@@ -256,8 +256,6 @@ def format_report(results: list[TaskResult], tasks: list[SeedSummary], agg: dict
 
 def main_learning(suite: str, out: str, seeds: Sequence[int], extra: list[str], as_json: bool = False,
                   frames: int | None = None) -> int:
-    from impala_rl.plot import plot_runs
-
     names = SUITES.get(suite) or ((suite,) if suite in TASKS else None)
     if names is None:
         raise ValueError(f"unknown learning suite or task {suite!r}; choose one of: "

@@ -19,6 +19,7 @@ from multiprocessing import connection
 
 import torch
 
+from impala_rl.models import NetOutput
 from impala_rl.runtime.dynamic_batching import BatcherClosed, DynamicBatcher
 from impala_rl.runtime.types import RolloutSpec
 
@@ -61,8 +62,6 @@ class RemoteForward:
         self.channel = channel
 
     def __call__(self, obs, first, last_action, last_reward, core_state=()):
-        from impala_rl.models import NetOutput
-
         req, resp = self.channel.request, self.channel.response
         req["obs"].copy_(obs[0])
         req["first"].copy_(first[0])
