@@ -35,7 +35,7 @@ from impala_rl.core.corrections import (
     epsilon_log_prob,
     policy_gradient_log_probs,
 )
-from impala_rl.core.vtrace import VTraceReturns
+from impala_rl.core.vtrace import VTraceParams, VTraceReturns, from_importance_weights
 
 
 def _case():
@@ -61,17 +61,29 @@ def _case():
     ],
 )
 def test_hand_computed_case(correction, lambda_, clip_pg, vs, advantages):
-    result = compute_targets(correction, **_case(), lambda_=lambda_, clip_pg_rho_threshold=clip_pg)
+    result = compute_targets(correction, **_case(), vtrace=VTraceParams(pg_rho=clip_pg, lambda_=lambda_))
     assert isinstance(result, VTraceReturns)
     expected = lambda x: torch.tensor(x, dtype=torch.float64).reshape(-1, 1)  # noqa: E731
     torch.testing.assert_close(result.vs, expected(vs))
     torch.testing.assert_close(result.pg_advantages, expected(advantages))
 
 
+def test_vtrace_params_default_to_the_papers_and_each_reaches_its_threshold():
+    assert VTraceParams() == VTraceParams(rho=1.0, c=1.0, pg_rho=1.0, lambda_=1.0)
+    for result, expected in (
+        (compute_targets("vtrace", **_case()), from_importance_weights(**_case())),
+        (compute_targets("vtrace", **_case(), vtrace=VTraceParams(rho=0.7, c=None, pg_rho=1.5, lambda_=0.6)),
+         from_importance_weights(**_case(), clip_rho_threshold=0.7, clip_c_threshold=None,
+                                 clip_pg_rho_threshold=1.5, lambda_=0.6)),
+    ):
+        for actual, wanted in zip(result, expected, strict=True):
+            assert torch.equal(actual, wanted)
+
+
 @pytest.mark.parametrize("correction", ["none", "1step_is", "epsilon"])
 def test_value_clip_thresholds_only_affect_vtrace(correction):
     default = compute_targets(correction, **_case())
-    clipped = compute_targets(correction, **_case(), clip_rho_threshold=0.1, clip_c_threshold=0.1)
+    clipped = compute_targets(correction, **_case(), vtrace=VTraceParams(rho=0.1, c=0.1))
     torch.testing.assert_close(default.vs, clipped.vs)
     torch.testing.assert_close(default.pg_advantages, clipped.pg_advantages)
 
@@ -79,8 +91,8 @@ def test_value_clip_thresholds_only_affect_vtrace(correction):
 @pytest.mark.parametrize("correction, weights", [("none", [1.0, 1.0]), ("epsilon", [1.0, 1.0]),
                                                  ("1step_is", [0.1, 0.1]), ("vtrace", [0.1, 0.1])])
 def test_policy_gradient_clip_applies_to_vtrace_and_1step_is(correction, weights):
-    """``clip_pg_rho_threshold`` clips the policy gradient's weight (IS weights [2, 0.5])."""
-    result = compute_targets(correction, **_case(), clip_pg_rho_threshold=0.1)
+    """``VTraceParams.pg_rho`` clips the policy gradient's weight (IS weights [2, 0.5])."""
+    result = compute_targets(correction, **_case(), vtrace=VTraceParams(pg_rho=0.1))
     torch.testing.assert_close(result.pg_rhos, torch.tensor(weights, dtype=torch.float64).reshape(-1, 1))
     torch.testing.assert_close(result.pg_advantages, result.pg_rhos * result.advantages)
 

@@ -7,8 +7,8 @@ import torch
 
 from impala_rl.core import distributions as D
 from impala_rl.core.corrections import EPSILON
-from impala_rl.core.losses import baseline_loss, entropy_loss, impala_loss, policy_gradient_loss
-from impala_rl.core.vtrace import from_importance_weights
+from impala_rl.core.losses import LossConfig, baseline_loss, entropy_loss, impala_loss, policy_gradient_loss
+from impala_rl.core.vtrace import VTraceParams, from_importance_weights
 
 METRIC_KEYS = {
     "total_loss", "pg_loss", "baseline_loss", "entropy_loss", "entropy", "mean_rho",
@@ -97,9 +97,9 @@ def test_entropy_loss_is_minus_summed_entropy(policy_type):
 def test_categorical_impala_loss_value_and_gradient(correction):
     batch = _batch("categorical")
     baseline_cost, entropy_cost = 0.5, 0.01
-    loss, metrics = impala_loss(**batch, policy_type="categorical", correction=correction,
-                                baseline_cost=baseline_cost, entropy_cost=entropy_cost,
-                                clip_c_threshold=0.9)
+    config = LossConfig(correction=correction, baseline_cost=baseline_cost, entropy_cost=entropy_cost,
+                        vtrace=VTraceParams(c=0.9))
+    loss, metrics = impala_loss(**batch, policy_type="categorical", config=config)
     if correction == "vtrace":
         targets = _reference_targets("categorical", batch, clip_c_threshold=0.9)
     else:
@@ -130,8 +130,8 @@ def test_categorical_impala_loss_value_and_gradient(correction):
 def test_gaussian_impala_loss_value_and_gradient():
     batch = _batch("gaussian", seed=1)
     baseline_cost, entropy_cost = 0.25, 0.1
-    loss, metrics = impala_loss(**batch, policy_type="gaussian", correction="vtrace",
-                                baseline_cost=baseline_cost, entropy_cost=entropy_cost)
+    config = LossConfig(correction="vtrace", baseline_cost=baseline_cost, entropy_cost=entropy_cost)
+    loss, metrics = impala_loss(**batch, policy_type="gaussian", config=config)
     targets = _reference_targets("gaussian", batch)
     mean, log_std = batch["target_params"].detach().chunk(2, -1)
     std, a = log_std.exp(), batch["actions"]
@@ -160,7 +160,7 @@ def test_metrics_on_a_known_case():
                  bootstrap_value=torch.zeros(2, dtype=torch.float64), behaviour_params=behaviour,
                  actions=actions, rewards=torch.ones(2, 2, dtype=torch.float64),
                  discounts=torch.zeros(2, 2, dtype=torch.float64))
-    loss, metrics = impala_loss(**batch, policy_type="categorical", correction="vtrace")
+    loss, metrics = impala_loss(**batch, policy_type="categorical", config=LossConfig(correction="vtrace"))
     assert set(metrics) == METRIC_KEYS
     for key, value in metrics.items():
         assert not value.requires_grad, key
@@ -178,16 +178,22 @@ def test_metrics_on_a_known_case():
     torch.testing.assert_close(metrics["total_loss"], total)
     torch.testing.assert_close(loss.detach(), total)
 
-    _, metrics = impala_loss(**batch, clip_rho_threshold=None)
+    _, metrics = impala_loss(**batch, config=LossConfig(vtrace=VTraceParams(rho=None)))
     assert metrics["rho_clipped_fraction"].item() == 0.0
-    _, metrics = impala_loss(**batch, clip_rho_threshold=3.0)
+    _, metrics = impala_loss(**batch, config=LossConfig(vtrace=VTraceParams(rho=3.0)))
     assert metrics["rho_clipped_fraction"].item() == 0.0
+
+
+def test_loss_config_defaults_are_the_papers():
+    assert LossConfig() == LossConfig(correction="vtrace", baseline_cost=0.5, entropy_cost=0.01,
+                                      vtrace=VTraceParams(rho=1.0, c=1.0, pg_rho=1.0, lambda_=1.0),
+                                      normalize_advantages=False)
 
 
 def test_epsilon_correction_changes_only_the_policy_gradient_log_probs():
     batch = _batch("categorical", seed=2)
-    _, none = impala_loss(**batch, correction="none")
-    _, eps = impala_loss(**batch, correction="epsilon")
+    _, none = impala_loss(**batch, config=LossConfig(correction="none"))
+    _, eps = impala_loss(**batch, config=LossConfig(correction="epsilon"))
     for key in METRIC_KEYS - {"pg_loss", "total_loss"}:
         torch.testing.assert_close(eps[key], none[key])
     targets = _on_policy_targets(batch)
@@ -213,7 +219,8 @@ def test_popart_value_normalizer():
     mu = torch.randn(B, generator=g, dtype=torch.float64)
     sigma = torch.rand(B, generator=g, dtype=torch.float64) + 0.5
     baseline_cost = 0.5
-    loss, metrics = impala_loss(**batch, baseline_cost=baseline_cost, value_normalizer=(mu, sigma))
+    config = LossConfig(baseline_cost=baseline_cost)
+    loss, metrics = impala_loss(**batch, config=config, value_normalizer=(mu, sigma))
 
     unnormalised = dict(batch, values=(sigma * batch["values"] + mu).detach(),
                         bootstrap_value=(sigma * batch["bootstrap_value"] + mu).detach())
@@ -251,7 +258,7 @@ def test_shape_errors_name_the_shapes():
     with pytest.raises(ValueError, match=r"\(5, 3\).*\(5, 2\)"):
         policy_gradient_loss(torch.zeros(5, 3), torch.zeros(5, 2))
     with pytest.raises(ValueError, match="'vtrace', '1step_is', 'epsilon', 'none'"):
-        impala_loss(**batch, correction="bogus")
+        impala_loss(**batch, config=LossConfig(correction="bogus"))
 
 
 def _unweighted_advantages(batch, targets):
@@ -262,7 +269,7 @@ def _unweighted_advantages(batch, targets):
 
 def test_normalized_advantages_standardise_the_unweighted_advantage_then_apply_the_weight():
     batch = _batch("categorical", seed=5)
-    loss, metrics = impala_loss(**batch, normalize_advantages=True)
+    loss, metrics = impala_loss(**batch, config=LossConfig(normalize_advantages=True))
     targets = _reference_targets("categorical", batch)
     adv = _unweighted_advantages(batch, targets)
     standardised = (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-8)
@@ -278,7 +285,7 @@ def test_normalized_advantages_standardise_the_unweighted_advantage_then_apply_t
     scaled = _batch("categorical", seed=5)
     for key in ("values", "bootstrap_value", "rewards"):
         scaled[key] = (10 * scaled[key].detach()).requires_grad_(key != "rewards")
-    _, scaled_metrics = impala_loss(**scaled, normalize_advantages=True)
+    _, scaled_metrics = impala_loss(**scaled, config=LossConfig(normalize_advantages=True))
     torch.testing.assert_close(scaled_metrics["pg_loss"], metrics["pg_loss"])
 
 
@@ -288,7 +295,7 @@ def test_normalized_advantages_on_policy_equal_the_standardised_weighted_advanta
     (value and gradient) equals the one that standardised the weighted advantage."""
     batch = _batch("categorical", seed=6)
     batch["behaviour_params"] = batch["target_params"].detach().clone()
-    loss, metrics = impala_loss(**batch, correction=correction, normalize_advantages=True)
+    loss, metrics = impala_loss(**batch, config=LossConfig(correction=correction, normalize_advantages=True))
     adv = _reference_targets("categorical", batch).pg_advantages  # rho = 1: weighted = unweighted
     standardised = (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-8)
     log_pi = D.log_prob("categorical", batch["target_params"], batch["actions"])
@@ -313,8 +320,8 @@ def test_a_step_the_policy_would_not_take_adds_no_policy_gradient(correction, no
     target[1, 2, action] = -1e4
     batch["target_params"] = target.requires_grad_(True)
     assert _reference_log_rhos("categorical", batch)[1, 2].exp() == 0
-    loss, metrics = impala_loss(**batch, correction=correction, entropy_cost=0.0,
-                                normalize_advantages=normalize)
+    config = LossConfig(correction=correction, entropy_cost=0.0, normalize_advantages=normalize)
+    loss, metrics = impala_loss(**batch, config=config)
     grad = torch.autograd.grad(loss, batch["target_params"])[0]
     assert torch.equal(grad[1, 2], torch.zeros_like(grad[1, 2]))
     assert grad.abs().sum() > 0  # the other steps do contribute
@@ -328,7 +335,8 @@ def test_1step_is_clips_its_weight_at_clip_pg_rho_threshold():
     targets = _on_policy_targets(batch)
     log_pi = D.log_prob("categorical", batch["target_params"], batch["actions"]).detach()
     for threshold in (1.0, 0.5, None):
-        _, metrics = impala_loss(**batch, correction="1step_is", clip_pg_rho_threshold=threshold)
+        config = LossConfig(correction="1step_is", vtrace=VTraceParams(pg_rho=threshold))
+        _, metrics = impala_loss(**batch, config=config)
         weights = log_rhos.exp() if threshold is None else log_rhos.exp().clamp(max=threshold)
         torch.testing.assert_close(metrics["pg_loss"], -(log_pi * weights * targets.pg_advantages).sum())
 

@@ -5,8 +5,8 @@ correction, so the loss does not care which one is used. With the notation of
 :mod:`impala_rl.core.vtrace` (``IS_t = pi(a_t|x_t) / mu(a_t|x_t) = exp(log_rhos[t])``):
 
 ``'vtrace'``
-    V-trace, :func:`~impala_rl.core.vtrace.from_importance_weights` with the given
-    thresholds and ``lambda_``.
+    V-trace, :func:`~impala_rl.core.vtrace.from_importance_weights` with the thresholds
+    and ``lambda_`` of the :class:`~impala_rl.core.vtrace.VTraceParams` given.
 
 ``'none'`` (No-correction)
     The behaviour policy is ignored. ``vs`` is V-trace with every ``rho_t = 1`` and
@@ -20,7 +20,7 @@ correction, so the loss does not care which one is used. With the notation of
     weighted by the importance weight rho_t": ``vs`` as in ``'none'``;
     ``pg_advantages[t] = min(rho_bar_pg, IS_t) * (r_t + gamma_t v_{t+1} - V(x_t))``. The
     paper (section 5.2.2): "For V-trace and 1-step importance sampling we clip each
-    importance weight rho_t and c_t at 1", so ``clip_pg_rho_threshold`` (default 1)
+    importance weight rho_t and c_t at 1", so ``VTraceParams.pg_rho`` (default 1)
     clips it; None leaves it unclipped.
 
 ``'epsilon'`` (epsilon-correction)
@@ -29,8 +29,8 @@ correction, so the loss does not care which one is used. With the notation of
     below by ``log(EPSILON)`` and keeps a vanishing ``pi(a)`` from producing huge
     gradients. :func:`policy_gradient_log_probs` applies it; the loss calls it.
 
-``clip_rho_threshold`` and ``clip_c_threshold`` only affect ``'vtrace'``;
-``clip_pg_rho_threshold`` affects ``'vtrace'`` and ``'1step_is'``; ``lambda_`` affects
+Of the :class:`~impala_rl.core.vtrace.VTraceParams`, ``rho`` and ``c`` only affect
+``'vtrace'``; ``pg_rho`` affects ``'vtrace'`` and ``'1step_is'``; ``lambda_`` affects
 every correction. Every correction returns the importance weight of its policy gradient
 (``pg_rhos``: 1 where it has none) apart from the unweighted advantage.
 """
@@ -38,11 +38,11 @@ every correction. Every correction returns the importance weight of its policy g
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 
-from impala_rl.core.vtrace import VTraceReturns, from_importance_weights, truncate
+from impala_rl.core.vtrace import VTraceParams, VTraceReturns, from_importance_weights, truncate
 
 __all__ = [
     "CORRECTIONS",
@@ -107,10 +107,7 @@ def compute_targets(
     rewards: torch.Tensor,
     values: torch.Tensor,
     bootstrap_value: torch.Tensor,
-    clip_rho_threshold: Optional[float] = 1.0,
-    clip_c_threshold: Optional[float] = 1.0,
-    clip_pg_rho_threshold: Optional[float] = 1.0,
-    lambda_: float = 1.0,
+    vtrace: VTraceParams = VTraceParams(),
 ) -> VTraceReturns:
     """Value targets and policy-gradient advantages under ``correction``.
 
@@ -121,41 +118,33 @@ def compute_targets(
       rewards: float ``[T, B]``, ``r_t``.
       values: float ``[T, B]``, ``V(x_t)``.
       bootstrap_value: float ``[B]``, ``V(x_T)``.
-      clip_rho_threshold, clip_c_threshold, clip_pg_rho_threshold: V-trace truncation
-        thresholds (None = no clipping); used by ``'vtrace'`` only.
-      lambda_: trace-cutting parameter in [0, 1], used by every correction.
+      vtrace: the truncation thresholds (None = no clipping) and ``lambda_``; which
+        correction uses which is in the module docstring.
 
     Returns:
       :class:`~impala_rl.core.vtrace.VTraceReturns` of float ``[T, B]``, without gradient.
     """
     check_correction(correction)
     if correction == "vtrace":
-        return from_importance_weights(
-            log_rhos,
-            discounts,
-            rewards,
-            values,
-            bootstrap_value,
-            clip_rho_threshold=clip_rho_threshold,
-            clip_c_threshold=clip_c_threshold,
-            clip_pg_rho_threshold=clip_pg_rho_threshold,
-            lambda_=lambda_,
-        )
-    # Every other correction ignores the behaviour policy for the value target:
-    # V-trace with all importance weights equal to 1 (and no clipping to spoil that).
-    uncorrected = from_importance_weights(
-        torch.zeros_like(log_rhos),
+        weights, clipping = log_rhos, vtrace
+    else:
+        # Every other correction ignores the behaviour policy for the value target:
+        # V-trace with all importance weights equal to 1 (and no clipping to spoil that).
+        weights = torch.zeros_like(log_rhos)
+        clipping = VTraceParams(rho=None, c=None, pg_rho=None, lambda_=vtrace.lambda_)
+    targets = from_importance_weights(
+        weights,
         discounts,
         rewards,
         values,
         bootstrap_value,
-        clip_rho_threshold=None,
-        clip_c_threshold=None,
-        clip_pg_rho_threshold=None,
-        lambda_=lambda_,
+        clip_rho_threshold=clipping.rho,
+        clip_c_threshold=clipping.c,
+        clip_pg_rho_threshold=clipping.pg_rho,
+        lambda_=clipping.lambda_,
     )
     if correction == "1step_is":
         with torch.no_grad():
-            pg_rhos = truncate(torch.exp(log_rhos), clip_pg_rho_threshold)  # V-trace's own truncation
-        return uncorrected._replace(pg_rhos=pg_rhos)
-    return uncorrected  # 'none' and 'epsilon'
+            pg_rhos = truncate(torch.exp(log_rhos), vtrace.pg_rho)  # V-trace's own truncation
+        return targets._replace(pg_rhos=pg_rhos)
+    return targets  # 'vtrace', 'none' and 'epsilon'

@@ -9,18 +9,23 @@ this in mind when choosing the learning rate.
 
 :func:`impala_loss` is a pure function of the batch and the learner's network outputs
 returning ``(loss, metrics)``; the learner only differentiates and steps the optimiser.
+Its settings (the correction, the loss weights, V-trace's :class:`~impala_rl.core.vtrace.VTraceParams`)
+travel as one :class:`LossConfig`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import torch
 
 from impala_rl.core import distributions
 from impala_rl.core.corrections import check_correction, compute_targets, policy_gradient_log_probs
+from impala_rl.core.vtrace import VTraceParams
 
 __all__ = [
+    "LossConfig",
     "policy_gradient_loss",
     "baseline_loss",
     "entropy_loss",
@@ -33,6 +38,33 @@ __all__ = [
 SMALL_RHO = 0.1
 """A step whose importance weight ``pi/mu`` is below this counts as one the learner's
 policy would rarely take (``rho_small_fraction``)."""
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The settings of :func:`impala_loss` (defaults: the paper's).
+
+    Attributes:
+      correction: ``'vtrace'``, ``'1step_is'``, ``'epsilon'`` or ``'none'``
+        (:mod:`impala_rl.core.corrections`).
+      baseline_cost: weight of the baseline loss.
+      entropy_cost: weight of the entropy loss.
+      vtrace: V-trace's truncation thresholds (None = no clipping) and ``lambda_``.
+      normalize_advantages: standardise the policy-gradient advantages over the batch,
+        as PPO and Sample Factory do. Not in the paper; it makes the policy's step
+        independent of the reward scale, so the entropy bonus cannot swamp a small advantage
+        signal. What is standardised is the UNWEIGHTED advantage ``r + gamma v' - V``
+        (after any PopArt scaling); the importance weight multiplies it afterwards:
+        ``pg_rho * (A - mean(A)) / (std(A) + 1e-8)``. So a step the learner's policy would
+        not take (clipped rho near 0, as replayed data has) adds nothing, and with rho = 1
+        everywhere this is the plain standardised advantage.
+    """
+
+    correction: str = "vtrace"
+    baseline_cost: float = 0.5
+    entropy_cost: float = 0.01
+    vtrace: VTraceParams = VTraceParams()
+    normalize_advantages: bool = False
 
 
 def _check_same_shape(a_name: str, a: torch.Tensor, b_name: str, b: torch.Tensor) -> None:
@@ -133,15 +165,8 @@ def impala_loss(
     discounts: torch.Tensor,
     *,
     policy_type: str = "categorical",
-    correction: str = "vtrace",
-    baseline_cost: float = 0.5,
-    entropy_cost: float = 0.01,
-    clip_rho_threshold: Optional[float] = 1.0,
-    clip_c_threshold: Optional[float] = 1.0,
-    clip_pg_rho_threshold: Optional[float] = 1.0,
-    lambda_: float = 1.0,
+    config: LossConfig = LossConfig(),
     value_normalizer: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-    normalize_advantages: bool = False,
     replayed: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """The full IMPALA loss for one batch of unrolls, summed over ``T x B``.
@@ -149,7 +174,7 @@ def impala_loss(
     ``loss = pg_loss + baseline_cost * baseline_loss + entropy_cost * entropy_loss``, with
     the targets from :func:`impala_rl.core.corrections.compute_targets` (V-trace by
     default); under ``correction='epsilon'`` the policy-gradient term uses
-    ``log(pi(a) + 1e-6)``.
+    ``log(pi(a) + 1e-6)``. The costs, the correction and its parameters are ``config``'s.
 
     Args:
       target_params: float ``[T, B, P]``, the learner's packed policy parameters at
@@ -162,26 +187,16 @@ def impala_loss(
       actions: categorical: int64 ``[T, B]``; gaussian: float ``[T, B, A]`` (``P = 2A``).
       rewards: float ``[T, B]``, ``r_t`` (already clipped/scaled as the caller wishes).
       discounts: float ``[T, B]``, ``gamma * (1 - done_t)``.
-      policy_type: ``'categorical'`` or ``'gaussian'``.
-      correction: ``'vtrace'``, ``'1step_is'``, ``'epsilon'`` or ``'none'``.
-      baseline_cost: weight of the baseline loss.
-      entropy_cost: weight of the entropy loss.
-      clip_rho_threshold, clip_c_threshold, clip_pg_rho_threshold, lambda_: V-trace
-        parameters (None = no clipping).
+      policy_type: ``'categorical'`` or ``'gaussian'``: how ``target_params``,
+        ``behaviour_params`` and ``actions`` are read.
+      config: the correction, the loss weights, V-trace's parameters and whether to
+        standardise the advantages (:class:`LossConfig`).
       value_normalizer: optional PopArt statistics ``(mu, sigma)``, each float ``[B]``:
         the statistics of each trajectory's task that the value head's outputs are
         normalised with. Then ``sigma * v + mu`` (unnormalised values) feed V-trace,
         the baseline loss is taken in normalised space,
         ``0.5 * sum(((vs - mu) / sigma - values)^2)``, and the policy-gradient
         advantages are divided by ``sigma`` (Hessel et al., 2018).
-      normalize_advantages: standardise the policy-gradient advantages over the batch,
-        as PPO and Sample Factory do. Not in the paper; it makes the policy's step
-        independent of the reward scale, so the entropy bonus cannot swamp a small advantage
-        signal. What is standardised is the UNWEIGHTED advantage ``r + gamma v' - V``
-        (after any PopArt scaling); the importance weight multiplies it afterwards:
-        ``pg_rho * (A - mean(A)) / (std(A) + 1e-8)``. So a step the learner's policy would
-        not take (clipped rho near 0, as replayed data has) adds nothing, and with rho = 1
-        everywhere this is the plain standardised advantage.
       replayed: optional bool ``[B]``, which trajectories came from a replay buffer: adds
         the importance-weight figures of those alone (``replay_*``).
 
@@ -194,7 +209,7 @@ def impala_loss(
       * ``'entropy'``: 0-dim, mean policy entropy per step.
       * ``'mean_rho'``: 0-dim, mean of ``exp(log_rhos)`` (untruncated).
       * ``'rho_clipped_fraction'``: 0-dim, fraction of steps with
-        ``exp(log_rho) > clip_rho_threshold`` (0 when the threshold is None).
+        ``exp(log_rho) > config.vtrace.rho`` (0 when the threshold is None).
       * ``'rho_small_fraction'``: 0-dim, fraction of steps with ``exp(log_rho) < SMALL_RHO``.
       * ``'replay_mean_rho'``, ``'replay_rho_clipped_fraction'``,
         ``'replay_rho_small_fraction'``: the same over the replayed trajectories (only when
@@ -205,6 +220,7 @@ def impala_loss(
       * ``'vs'``: float ``[T, B]``, the value targets, unnormalised, for updating PopArt.
     """
     distributions.check_policy_type(policy_type)
+    correction, vtrace = config.correction, config.vtrace
     check_correction(correction)
     if target_params.dim() != 3 or target_params.shape != behaviour_params.shape:
         raise ValueError(
@@ -241,26 +257,23 @@ def impala_loss(
             rewards,
             unnormalised_values,
             unnormalised_bootstrap,
-            clip_rho_threshold=clip_rho_threshold,
-            clip_c_threshold=clip_c_threshold,
-            clip_pg_rho_threshold=clip_pg_rho_threshold,
-            lambda_=lambda_,
+            vtrace,
         )
         if value_normalizer is None:
             value_targets, advantages = targets.vs, targets.advantages
         else:
             value_targets = (targets.vs - mu) / sigma
             advantages = targets.advantages / sigma
-        if normalize_advantages:
+        if config.normalize_advantages:
             advantages = standardize(advantages)
         pg_advantages = targets.pg_rhos * advantages  # weighted after any rescaling
 
     pg_loss = policy_gradient_loss(
         policy_gradient_log_probs(correction, target_action_log_probs), pg_advantages
     )
-    scaled_baseline_loss = baseline_cost * baseline_loss(value_targets, values)
+    scaled_baseline_loss = config.baseline_cost * baseline_loss(value_targets, values)
     unscaled_entropy_loss = entropy_loss(policy_type, target_params)
-    scaled_entropy_loss = entropy_cost * unscaled_entropy_loss
+    scaled_entropy_loss = config.entropy_cost * unscaled_entropy_loss
     total_loss = pg_loss + scaled_baseline_loss + scaled_entropy_loss
 
     with torch.no_grad():
@@ -270,11 +283,11 @@ def impala_loss(
             "baseline_loss": scaled_baseline_loss.detach(),
             "entropy_loss": scaled_entropy_loss.detach(),
             "entropy": -unscaled_entropy_loss.detach() / values.numel(),
-            **rho_statistics(log_rhos, clip_rho_threshold),
+            **rho_statistics(log_rhos, vtrace.rho),
             "mean_vs": targets.vs.mean(),
             "mean_advantage": pg_advantages.mean(),
             "vs": targets.vs,
         }
         if replayed is not None and bool(replayed.any()):
-            metrics.update(rho_statistics(log_rhos[:, replayed], clip_rho_threshold, prefix="replay_"))
+            metrics.update(rho_statistics(log_rhos[:, replayed], vtrace.rho, prefix="replay_"))
     return total_loss, metrics

@@ -35,15 +35,42 @@ All targets are computed under ``torch.no_grad``: they never carry a gradient.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import torch
 
 __all__ = [
+    "VTraceParams",
     "VTraceReturns",
     "from_importance_weights",
     "truncate",
 ]
+
+
+@dataclass(frozen=True)
+class VTraceParams:
+    """The truncation thresholds and ``lambda`` of V-trace, as one value (defaults: the paper's).
+
+    :func:`impala_rl.core.corrections.compute_targets` and
+    :func:`impala_rl.core.losses.impala_loss` take this; :func:`from_importance_weights`
+    keeps the four explicit keyword arguments of the paper's (and scalable_agent's, rlax's)
+    function, named after the fields below.
+
+    Attributes:
+      rho: ``rho_bar`` (``clip_rho_threshold``), truncating the ``rho_t`` in ``delta_t``.
+      c: ``c_bar`` (``clip_c_threshold``), truncating the trace coefficients ``c_t``.
+      pg_rho: ``rho_bar_pg`` (``clip_pg_rho_threshold``), truncating the importance weight
+        of the policy-gradient advantage.
+      lambda_: trace-cutting parameter in [0, 1], multiplies every ``c_t``.
+
+    A threshold of None disables that truncation.
+    """
+
+    rho: Optional[float] = 1.0
+    c: Optional[float] = 1.0
+    pg_rho: Optional[float] = 1.0
+    lambda_: float = 1.0
 
 
 class VTraceReturns(NamedTuple):

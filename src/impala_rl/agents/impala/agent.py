@@ -21,7 +21,8 @@ import torch
 from impala_rl.agents.base import Action, AgentBase, Fields, LossOutput
 from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.core import distributions
-from impala_rl.core.losses import impala_loss
+from impala_rl.core.losses import LossConfig, impala_loss
+from impala_rl.core.vtrace import VTraceParams
 from impala_rl.envs import is_minatar
 from impala_rl.envs.spec import EnvSpec
 from impala_rl.envs.tasks import MASKED_LOGIT, action_mask, task_ids, task_labels
@@ -56,6 +57,15 @@ def build_model(cfg: TrainConfig, env_spec: EnvSpec) -> ImpalaNet:
         raise ConfigError(str(e)) from None
 
 
+def loss_config(cfg: TrainConfig) -> LossConfig:
+    """The settings of :func:`~impala_rl.core.losses.impala_loss` in ``cfg`` (V-trace's from
+    ``clip_rho_threshold``, ``clip_c_threshold``, ``clip_pg_rho_threshold``, ``vtrace_lambda``)."""
+    vtrace = VTraceParams(rho=cfg.clip_rho_threshold, c=cfg.clip_c_threshold, pg_rho=cfg.clip_pg_rho_threshold,
+                          lambda_=cfg.vtrace_lambda)
+    return LossConfig(correction=cfg.correction, baseline_cost=cfg.baseline_cost, entropy_cost=cfg.entropy_cost,
+                      vtrace=vtrace, normalize_advantages=cfg.normalize_advantages)
+
+
 def loss_inputs(batch: dict[str, torch.Tensor], cfg: TrainConfig) -> dict:
     """Rewards and discounts of the T transitions in a [T+1, B] batch.
 
@@ -84,6 +94,11 @@ class ImpalaAgent(AgentBase):
         self.policy_type = env_spec.policy_type
         self.labels = task_labels(env_spec.tasks)
         self.mask = action_mask(env_spec)  # bool [K, A] or None: the actions each task has
+        self.loss_config = loss_config(cfg)
+
+    def update_config(self, cfg: TrainConfig) -> None:
+        super().update_config(cfg)
+        self.loss_config = loss_config(cfg)  # PBT changed a loss weight
 
     def build_model(self) -> ImpalaNet:
         return build_model(self.cfg, self.env_spec)
@@ -140,15 +155,8 @@ class ImpalaAgent(AgentBase):
             actions=batch["action"][:-1],
             **loss_inputs(batch, cfg),
             policy_type=self.policy_type,
-            correction=cfg.correction,
-            baseline_cost=cfg.baseline_cost,
-            entropy_cost=cfg.entropy_cost,
-            clip_rho_threshold=cfg.clip_rho_threshold,
-            clip_c_threshold=cfg.clip_c_threshold,
-            clip_pg_rho_threshold=cfg.clip_pg_rho_threshold,
-            lambda_=cfg.vtrace_lambda,
+            config=self.loss_config,
             value_normalizer=normalizer,
-            normalize_advantages=cfg.normalize_advantages,
             replayed=batch.get("replayed"),
         )
         vs = metrics.pop("vs")  # [T, B] value targets (reward units): PopArt's statistics follow them
