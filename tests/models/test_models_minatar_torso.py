@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from impala_rl.models import TORSOS, ImpalaNet, make_torso
+from impala_rl.models import TORSOS, ImpalaNet, NetConfig, make_torso
 from impala_rl.models.torsos import MinAtarTorso
 
 
@@ -80,7 +80,7 @@ def test_other_image_sizes_and_refusals():
 @pytest.mark.parametrize("use_lstm", [False, True])
 def test_impala_net_with_the_minatar_torso(use_lstm):
     T, B, A, C = 3, 2, 5, 4
-    net = ImpalaNet((C, 10, 10), A, torso="minatar", use_lstm=use_lstm, lstm_size=16)
+    net = ImpalaNet((C, 10, 10), A, config=NetConfig(torso="minatar", use_lstm=use_lstm, lstm_size=16))
     obs = (torch.rand(T, B, C, 10, 10) < 0.2).float()
     last_action = torch.randint(0, A, (T, B))
     out, state = net(obs, last_action, torch.randn(T, B), torch.zeros(T, B, dtype=torch.bool),

@@ -1,12 +1,13 @@
 """ImpalaNet: output shapes and packing, the LSTM unroll/step equivalence and episode
 resets the learner relies on, gradient flow, shape checks and channels_last."""
 
+import dataclasses
 import itertools
 
 import pytest
 import torch
 
-from impala_rl.models import TORSOS, ImpalaNet, NetOutput
+from impala_rl.models import TORSOS, ImpalaNet, NetConfig, NetOutput
 
 A = 3  # action_dim used throughout
 OBS_SHAPES = {"mlp": (5,), "shallow": (2, 36, 36), "deep": (2, 20, 20), "minatar": (4, 10, 10)}
@@ -17,10 +18,12 @@ def _seed():
     torch.manual_seed(0)
 
 
-def make_net(torso="mlp", policy_type="categorical", use_lstm=True, **kwargs):
+def make_net(torso="mlp", policy_type="categorical", use_lstm=True, num_values=1, **kwargs):
+    """A small net; ``kwargs`` are :class:`NetConfig` fields."""
     kwargs.setdefault("lstm_size", 16)
     kwargs.setdefault("mlp_sizes", (8,))
-    return ImpalaNet(OBS_SHAPES[torso], A, policy_type, torso, use_lstm, **kwargs)
+    config = NetConfig(torso=torso, use_lstm=use_lstm, **kwargs)
+    return ImpalaNet(OBS_SHAPES[torso], A, policy_type, config, num_values=num_values)
 
 
 def make_inputs(net, T, B, first_prob=0.0):
@@ -235,9 +238,9 @@ def test_constructor_rejects_observations_the_torso_cannot_take():
         match=r"torso 'shallow' needs image observations \[C, H, W\]; this environment's "
         r"observations have shape \(4,\)\. Use --torso mlp",
     ):
-        ImpalaNet((4,), 2, torso="shallow")
+        ImpalaNet((4,), 2, config=NetConfig(torso="shallow"))
     with pytest.raises(ValueError, match=r"torso 'mlp' needs flat observations .* \(4, 84, 84\)"):
-        ImpalaNet((4, 84, 84), 2, torso="mlp")
+        ImpalaNet((4, 84, 84), 2, config=NetConfig(torso="mlp"))
 
 
 @pytest.mark.parametrize(
@@ -284,7 +287,7 @@ def test_orthogonal_init_gives_larger_features_and_zero_biases():
     rms = {}
     for init in ("torch", "orthogonal"):
         _torch.manual_seed(0)
-        net = ImpalaNet((4, 84, 84), 6, torso="shallow", init=init)
+        net = ImpalaNet((4, 84, 84), 6, config=NetConfig(torso="shallow", init=init))
         with _torch.no_grad():
             rms[init] = float(net.torso(x).pow(2).mean().sqrt())
         if init == "orthogonal":
@@ -295,15 +298,26 @@ def test_orthogonal_init_gives_larger_features_and_zero_biases():
     assert rms["orthogonal"] > 5 * rms["torch"]
 
 
+def test_net_config_is_a_frozen_value_the_net_keeps():
+    config = NetConfig(mlp_sizes=[8, 4])
+    assert config.mlp_sizes == (8, 4) and config == NetConfig(mlp_sizes=(8, 4))  # a list is kept as a tuple
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.use_lstm = True
+    assert ImpalaNet((5,), A, config=config).config is config
+    assert ImpalaNet((5,), A).config == NetConfig()  # the defaults: an MLP torso, no LSTM
+    with pytest.raises(ValueError, match="lstm_size must be >= 1; got 0"):
+        NetConfig(use_lstm=True, lstm_size=0)
+
+
 def test_unknown_init_is_refused():
     with pytest.raises(ValueError, match="unknown init"):
-        ImpalaNet((4,), 2, init="xavier")
+        ImpalaNet((4,), 2, config=NetConfig(init="xavier"))
 
 
 def test_popart_network_returns_unnormalised_values():
     _torch = torch
 
-    net = ImpalaNet((4,), 2, popart=True)
+    net = ImpalaNet((4,), 2, config=NetConfig(popart=True))
     net.popart.mu.fill_(3.0)
     net.popart.nu.fill_(9.0 + 4.0)  # sigma = sqrt(nu - mu^2) = 2
     obs = _torch.randn(2, 3, 4)
@@ -353,7 +367,8 @@ def test_separate_value_torso_is_refused_with_the_lstm():
 
 
 def test_bounded_mean_stays_inside_the_action_box_and_learns():
-    net = ImpalaNet((5,), 2, "gaussian", torso="mlp", mlp_sizes=(8,), mean_bounds=((-1.0, 0.0), (1.0, 4.0)))
+    small = NetConfig(torso="mlp", mlp_sizes=(8,))
+    net = ImpalaNet((5,), 2, "gaussian", small, mean_bounds=((-1.0, 0.0), (1.0, 4.0)))
     with torch.no_grad():
         net.policy_head.weight.mul_(1e4)  # push the raw head far out
     obs, last_action, last_reward, first = make_inputs(net, 3, 4)
@@ -361,7 +376,7 @@ def test_bounded_mean_stays_inside_the_action_box_and_learns():
     mean = out.policy_params[..., :2]
     assert float(mean[..., 0].min()) >= -1.0 and float(mean[..., 0].max()) <= 1.0
     assert float(mean[..., 1].min()) >= 0.0 and float(mean[..., 1].max()) <= 4.0
-    fresh = ImpalaNet((5,), 2, "gaussian", torso="mlp", mlp_sizes=(8,), mean_bounds=((-1.0, 0.0), (1.0, 4.0)))
+    fresh = ImpalaNet((5,), 2, "gaussian", small, mean_bounds=((-1.0, 0.0), (1.0, 4.0)))
     out = fresh(obs, last_action, last_reward, first)[0]
     torch.testing.assert_close(out.policy_params[..., 1], torch.full((3, 4), 2.0), atol=0.05, rtol=0)  # centre
     out.policy_params.sum().backward()

@@ -2,7 +2,7 @@
 
 import torch
 
-from impala_rl.models import ImpalaNet
+from impala_rl.models import ImpalaNet, NetConfig
 from impala_rl.models.normalizer import ObservationNormalizer
 
 
@@ -25,7 +25,7 @@ def test_forward_standardises_and_clips():
 
 
 def test_network_normalises_before_the_torso_and_publishes_the_statistics():
-    net = ImpalaNet((2,), 2, normalize_observations=True)
+    net = ImpalaNet((2,), 2, config=NetConfig(normalize_observations=True))
     assert {"obs_norm.mean", "obs_norm.var", "obs_norm.count"} <= set(net.state_dict())
     obs = torch.tensor([[[1000.0, -1000.0]]])
     rest = dict(last_action=torch.zeros(1, 1, dtype=torch.long), last_reward=torch.zeros(1, 1),

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from impala_rl.agents.impala import ImpalaAgent
 from impala_rl.config import TrainConfig
 from impala_rl.envs import EnvSpec
-from impala_rl.models import ImpalaNet
+from impala_rl.models import ImpalaNet, NetConfig
 from impala_rl.runtime.backends import local as local_backend
 from impala_rl.runtime.inference import InferenceServer, RemoteForward
 from impala_rl.runtime.train import Trainer
@@ -30,7 +30,7 @@ def _spec(core_size: int) -> RolloutSpec:
 @pytest.mark.parametrize("use_lstm", [False, True])
 def test_remote_forward_matches_local_model_for_concurrent_actors(use_lstm):
     torch.manual_seed(0)
-    model = ImpalaNet((4,), 2, torso="mlp", use_lstm=use_lstm, lstm_size=8).eval()
+    model = ImpalaNet((4,), 2, config=NetConfig(torso="mlp", use_lstm=use_lstm, lstm_size=8)).eval()
     spec = _spec(8 if use_lstm else 0)
     server = InferenceServer(spec, model, torch.device("cpu"), min_batch=6, max_batch=12, timeout_s=0.01)
     ctx = mp.get_context("spawn")
@@ -70,7 +70,7 @@ def test_remote_forward_matches_local_model_for_concurrent_actors(use_lstm):
 
 
 def test_server_uses_published_weights():
-    model = ImpalaNet((4,), 2, torso="mlp").eval()
+    model = ImpalaNet((4,), 2, config=NetConfig(torso="mlp")).eval()
     server = InferenceServer(_spec(0), model, torch.device("cpu"), min_batch=1, max_batch=4, timeout_s=0.0)
     try:
         forward = RemoteForward(server.channel(0, 2, mp.get_context("spawn")))

@@ -8,7 +8,7 @@ import torch
 from impala_rl.config import TrainConfig
 from impala_rl.envs import describe, make_env
 from impala_rl.envs.vector import GymEnvGroup
-from impala_rl.models import ImpalaNet
+from impala_rl.models import ImpalaNet, NetConfig
 from impala_rl.models import net_inputs
 from impala_rl.runtime.actor import Actor
 from impala_rl.runtime.builders import build_learner, rollout_spec
@@ -29,7 +29,7 @@ def make_cfg(**kw):
 
 def make_net():
     torch.manual_seed(0)
-    net = ImpalaNet((4,), 2, torso="mlp", use_lstm=True, lstm_size=16)
+    net = ImpalaNet((4,), 2, config=NetConfig(torso="mlp", use_lstm=True, lstm_size=16))
     with torch.no_grad():
         # The policy head starts near zero (gain 0.01), which would hide state mismatches
         # below any tolerance: make the logits depend visibly on the LSTM output.

@@ -17,7 +17,7 @@ from impala_rl.agents.impala import ImpalaAgent, loss_inputs
 from impala_rl.config import TrainConfig
 from impala_rl.envs import EnvSpec
 from impala_rl.envs.vector import GymEnvGroup
-from impala_rl.models import ImpalaNet, net_inputs
+from impala_rl.models import ImpalaNet, NetConfig, net_inputs
 from impala_rl.runtime.actor import Actor
 from impala_rl.runtime.types import RolloutSpec
 
@@ -42,7 +42,7 @@ def make_envs():
 
 def make_net(use_lstm):
     torch.manual_seed(3)
-    net = ImpalaNet((1,), 2, torso="mlp", use_lstm=use_lstm, lstm_size=8, mlp_sizes=(16,))
+    net = ImpalaNet((1,), 2, config=NetConfig(torso="mlp", use_lstm=use_lstm, lstm_size=8, mlp_sizes=(16,)))
     return net.eval()
 
 

@@ -7,12 +7,13 @@ Imports torch and :mod:`impala_rl.core` only.
 
 from impala_rl.models import torsos
 from impala_rl.models.inputs import net_inputs
-from impala_rl.models.net import POLICY_TYPES, CoreState, ImpalaNet, NetOutput
+from impala_rl.models.net import POLICY_TYPES, CoreState, ImpalaNet, NetConfig, NetOutput
 from impala_rl.models.torsos import TORSOS, make_torso
 
 __all__ = [
     "CoreState",
     "ImpalaNet",
+    "NetConfig",
     "NetOutput",
     "POLICY_TYPES",
     "TORSOS",

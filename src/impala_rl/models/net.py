@@ -10,17 +10,21 @@ Policy parameters are packed the way :mod:`impala_rl.core.distributions` reads t
 
 * ``'categorical'``: logits ``[..., A]``;
 * ``'gaussian'``: ``cat([mean, log_std], -1)`` ``[..., 2A]``, with a state-independent
-  learned ``log_std`` (initialised to ``init_log_std``, 0 by default: std 1).
+  learned ``log_std`` (initialised to ``NetConfig.init_log_std``, 0 by default: std 1).
+
+The architecture options are one :class:`NetConfig`; what the environment decides (the
+observation shape, the action space, the number of tasks, the action bounds) is given
+beside it.
 
 Initialisation: the policy head is always orthogonal with gain 0.01 and zero bias, so
 that the initial policy is close to uniform (categorical) or centred on 0 (gaussian)
 whatever the features are; this gives exploration a fair start and keeps the first
-importance ratios near 1. ``init='orthogonal'`` (the default) also makes every torso
+importance ratios near 1. ``NetConfig.init='orthogonal'`` (the default) also makes every torso
 layer orthogonal with gain sqrt(2) and zero bias and the value head orthogonal with
 gain 1, as cleanba and scalable_agent-style ports do: the torso's features then start
 with an RMS of about 0.2 instead of 0.02 under PyTorch's defaults (``init='torch'``).
 
-PopArt (``popart=True``): the value head emits normalised values ``n(x)``; the network
+PopArt (``NetConfig.popart=True``): the value head emits normalised values ``n(x)``; the network
 holds the statistics (a :class:`~impala_rl.core.popart.PopArt` buffer pair, published
 to actors with the weights) and returns UNNORMALISED values ``sigma * n(x) + mu``, so
 actors, evaluation and bootstrapping see values in reward units. The learner recovers
@@ -33,6 +37,7 @@ from __future__ import annotations
 import contextlib
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -46,7 +51,7 @@ from impala_rl.models.torsos import make_torso
 
 
 INITS = ("orthogonal", "torch")
-"""Weight initialisations ``ImpalaNet(init=...)`` accepts (see the module docstring)."""
+"""Weight initialisations ``NetConfig(init=...)`` accepts (see the module docstring)."""
 
 CoreState = tuple[torch.Tensor, ...]
 """Recurrent state: ``(h [B, H], c [B, H])`` float32 with an LSTM, ``()`` without."""
@@ -66,38 +71,76 @@ class NetOutput(NamedTuple):
     values: torch.Tensor
 
 
-class ImpalaNet(nn.Module):
-    """Torso, optional LSTM core and heads (Espeholt et al. 2018, Fig. 3).
+@dataclass(frozen=True)
+class NetConfig:
+    """The architecture options of :class:`ImpalaNet` (what the environment does not decide).
 
-    Args:
-        obs_shape: shape of one observation: ``(D,)`` for ``torso='mlp'``,
-            ``(C, H, W)`` for ``'shallow'`` and ``'deep'``.
-        action_dim: A, the number of discrete actions (categorical) or the size of the
-            action vector (gaussian).
-        policy_type: ``'categorical'`` or ``'gaussian'``.
-        torso: ``'mlp'``, ``'shallow'`` or ``'deep'``.
+    Attributes:
+        torso: ``'mlp'``, ``'shallow'``, ``'deep'`` or ``'minatar'``
+            (:func:`~impala_rl.models.torsos.make_torso`).
         use_lstm: add the paper's LSTM core, fed with the torso features, the last action
             (one-hot for categorical, the action vector for gaussian) and the last reward.
         lstm_size: H, the LSTM hidden size (used only with ``use_lstm``).
-        mlp_sizes: hidden widths of the ``'mlp'`` torso.
-        num_values: number of value outputs (one per task for PopArt multi-task).
+        mlp_sizes: hidden widths of the ``'mlp'`` torso (kept as a tuple).
+        activation: the MLP torso's nonlinearity, ``'relu'`` or ``'tanh'``.
+        init: ``'orthogonal'`` or ``'torch'`` (see the module docstring).
         channels_last: run an image torso in channels_last memory format (same outputs;
             a throughput option). Ignored by the ``'mlp'`` torso.
-        init: ``'orthogonal'`` or ``'torch'`` (see the module docstring).
         popart: keep PopArt statistics and return unnormalised values (module docstring).
         popart_beta: the statistics' EMA step.
         normalize_observations: normalise observations by running statistics kept in the
             network (:class:`~impala_rl.models.normalizer.ObservationNormalizer`); the
             learner updates them. For vector observations (MuJoCo).
-        activation: the MLP torso's nonlinearity, ``'relu'`` or ``'tanh'``.
         separate_value_torso: give the value head a torso of its own (same architecture,
             its own weights) so value and policy share no features, as PPO's MuJoCo
             setups do. Not with ``use_lstm`` (the core would feed the policy only).
+        init_log_std: a Gaussian policy's initial ``log_std`` (every dimension).
+
+    Raises:
+        ValueError: an unknown ``init``, ``lstm_size < 1`` with the LSTM, or the LSTM with a
+            separate value torso. The torso's name and activation are checked with the
+            observation shape, by :class:`ImpalaNet`.
+    """
+
+    torso: str = "mlp"
+    use_lstm: bool = False
+    lstm_size: int = 256
+    mlp_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "relu"
+    init: str = "orthogonal"
+    channels_last: bool = False
+    popart: bool = False
+    popart_beta: float = 3e-4
+    normalize_observations: bool = False
+    separate_value_torso: bool = False
+    init_log_std: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "mlp_sizes", tuple(self.mlp_sizes))
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; choose one of {INITS}")
+        if self.use_lstm and self.lstm_size < 1:
+            raise ValueError(f"lstm_size must be >= 1; got {self.lstm_size}")
+        if self.use_lstm and self.separate_value_torso:
+            raise ValueError("a separate value torso cannot be combined with the LSTM core; "
+                             "use one or the other")
+
+
+class ImpalaNet(nn.Module):
+    """Torso, optional LSTM core and heads (Espeholt et al. 2018, Fig. 3).
+
+    Args:
+        obs_shape: shape of one observation: ``(D,)`` for ``torso='mlp'``,
+            ``(C, H, W)`` for ``'shallow'``, ``'deep'`` and ``'minatar'``.
+        action_dim: A, the number of discrete actions (categorical) or the size of the
+            action vector (gaussian).
+        policy_type: ``'categorical'`` or ``'gaussian'``.
+        config: the architecture (:class:`NetConfig`; its defaults: an MLP torso, no LSTM).
+        num_values: number of value outputs (one per task for PopArt multi-task).
         mean_bounds: ``(low, high)``, finite per-dimension action bounds: a Gaussian
             policy's mean becomes ``center + half_range * tanh(head)``, so it cannot leave
             the box the environment clips actions to (where the return no longer depends
             on it and it would drift). Gaussian policies only.
-        init_log_std: a Gaussian policy's initial ``log_std`` (every dimension).
 
     Raises:
         ValueError: an unknown option, or an ``obs_shape`` the torso cannot take (the
@@ -109,50 +152,34 @@ class ImpalaNet(nn.Module):
         obs_shape: Sequence[int],
         action_dim: int,
         policy_type: str = "categorical",
-        torso: str = "mlp",
-        use_lstm: bool = False,
-        lstm_size: int = 256,
-        mlp_sizes: Sequence[int] = (64, 64),
+        config: NetConfig = NetConfig(),
+        *,
         num_values: int = 1,
-        channels_last: bool = False,
-        init: str = "orthogonal",
-        popart: bool = False,
-        popart_beta: float = 3e-4,
-        normalize_observations: bool = False,
-        activation: str = "relu",
-        separate_value_torso: bool = False,
         mean_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
-        init_log_std: float = 0.0,
     ):
         super().__init__()
-        if init not in INITS:
-            raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
         if policy_type not in POLICY_TYPES:
             raise ValueError(f"unknown policy_type {policy_type!r}; choose one of {POLICY_TYPES}")
         for name, value in (("action_dim", action_dim), ("num_values", num_values)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1; got {value}")
-        if use_lstm and lstm_size < 1:
-            raise ValueError(f"lstm_size must be >= 1; got {lstm_size}")
-        if use_lstm and separate_value_torso:
-            raise ValueError("a separate value torso cannot be combined with the LSTM core; "
-                             "use one or the other")
 
+        self.config = config
         self.obs_shape = tuple(int(d) for d in obs_shape)
         self.action_dim = int(action_dim)
         self.policy_type = policy_type
-        self.use_lstm = use_lstm
+        self.use_lstm = config.use_lstm
         self.num_values = int(num_values)
 
-        self.obs_norm = ObservationNormalizer(self.obs_shape) if normalize_observations else None
-        self.torso = make_torso(torso, self.obs_shape, mlp_sizes, channels_last, activation)
-        self.value_torso = (make_torso(torso, self.obs_shape, mlp_sizes, channels_last, activation)
-                            if separate_value_torso else None)
+        self.obs_norm = ObservationNormalizer(self.obs_shape) if config.normalize_observations else None
+        torso_args = (config.torso, self.obs_shape, config.mlp_sizes, config.channels_last, config.activation)
+        self.torso = make_torso(*torso_args)
+        self.value_torso = make_torso(*torso_args) if config.separate_value_torso else None
         features = self.torso.output_size
-        if use_lstm:
+        if config.use_lstm:
             # Input: torso features, last action (A), last reward (1).
-            self.lstm = nn.LSTMCell(features + self.action_dim + 1, lstm_size)
-            self.core_output_size = lstm_size
+            self.lstm = nn.LSTMCell(features + self.action_dim + 1, config.lstm_size)
+            self.core_output_size = config.lstm_size
         else:
             self.core_output_size = features
 
@@ -160,7 +187,7 @@ class ImpalaNet(nn.Module):
         nn.init.orthogonal_(self.policy_head.weight, gain=0.01)
         nn.init.zeros_(self.policy_head.bias)
         if policy_type == "gaussian":
-            self.log_std = nn.Parameter(torch.full((self.action_dim,), float(init_log_std)))
+            self.log_std = nn.Parameter(torch.full((self.action_dim,), float(config.init_log_std)))
         self.bounded_mean = mean_bounds is not None
         if self.bounded_mean:
             low, high = (torch.as_tensor(b, dtype=torch.float32).reshape(-1) for b in mean_bounds)
@@ -173,8 +200,8 @@ class ImpalaNet(nn.Module):
             self.register_buffer("mean_half_range", (high - low) / 2)
         # PopArt rescales this layer in place: keep the attribute name.
         self.value_head = nn.Linear(self.core_output_size, self.num_values)
-        self.popart = PopArt(self.num_values, beta=popart_beta) if popart else None
-        if init == "orthogonal":
+        self.popart = PopArt(self.num_values, beta=config.popart_beta) if config.popart else None
+        if config.init == "orthogonal":
             torsos = [self.torso] + ([self.value_torso] if self.value_torso is not None else [])
             for module in (m for t in torsos for m in t.modules()):
                 if isinstance(module, (nn.Linear, nn.Conv2d)):

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 TORSOS = ("mlp", "shallow", "deep", "minatar")
-"""Names accepted by :func:`make_torso` (and ``ImpalaNet(torso=...)``)."""
+"""Names accepted by :func:`make_torso` (and ``NetConfig(torso=...)``)."""
 
 _IMAGE_TORSOS = ("shallow", "deep", "minatar")
 

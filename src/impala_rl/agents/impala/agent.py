@@ -26,7 +26,7 @@ from impala_rl.core.vtrace import VTraceParams
 from impala_rl.envs import is_minatar
 from impala_rl.envs.spec import EnvSpec
 from impala_rl.envs.tasks import MASKED_LOGIT, action_mask, task_ids, task_labels
-from impala_rl.models import ImpalaNet, net_inputs
+from impala_rl.models import ImpalaNet, NetConfig, net_inputs
 
 
 def resolve_torso(cfg: TrainConfig, env_spec: EnvSpec) -> str:
@@ -37,22 +37,25 @@ def resolve_torso(cfg: TrainConfig, env_spec: EnvSpec) -> str:
     return cfg.torso
 
 
+def net_config(cfg: TrainConfig, env_spec: EnvSpec) -> NetConfig:
+    """The network architecture ``cfg`` asks for on ``env_spec``'s observations."""
+    return NetConfig(torso=resolve_torso(cfg, env_spec), use_lstm=cfg.use_lstm, lstm_size=cfg.lstm_size,
+                     mlp_sizes=tuple(cfg.mlp_sizes), activation=cfg.mlp_activation, init=cfg.init,
+                     channels_last=cfg.channels_last and env_spec.is_image, popart=cfg.popart,
+                     popart_beta=cfg.popart_beta, normalize_observations=cfg.normalize_observations,
+                     separate_value_torso=cfg.value_torso == "separate", init_log_std=cfg.init_log_std)
+
+
 def build_model(cfg: TrainConfig, env_spec: EnvSpec) -> ImpalaNet:
     """The network the config describes, its initialisation seeded with ``cfg.seed`` (the
     process's random state is left as it was)."""
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            return ImpalaNet(tuple(env_spec.obs_shape), env_spec.action_dim, policy_type=env_spec.policy_type,
-                             torso=resolve_torso(cfg, env_spec), use_lstm=cfg.use_lstm, lstm_size=cfg.lstm_size,
-                             mlp_sizes=tuple(cfg.mlp_sizes), num_values=env_spec.num_tasks,
-                             channels_last=cfg.channels_last and env_spec.is_image,
-                             init=cfg.init, popart=cfg.popart, popart_beta=cfg.popart_beta,
-                             normalize_observations=cfg.normalize_observations, activation=cfg.mlp_activation,
-                             separate_value_torso=cfg.value_torso == "separate",
+            return ImpalaNet(tuple(env_spec.obs_shape), env_spec.action_dim, env_spec.policy_type,
+                             net_config(cfg, env_spec), num_values=env_spec.num_tasks,
                              mean_bounds=((env_spec.action_low, env_spec.action_high)
-                                          if cfg.bounded_mean and env_spec.policy_type == "gaussian" else None),
-                             init_log_std=cfg.init_log_std)
+                                          if cfg.bounded_mean and env_spec.policy_type == "gaussian" else None))
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
