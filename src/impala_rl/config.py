@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from impala_rl.errors import ConfigError
-from impala_rl.presets import ENV_PRESETS, PRESETS, apply_preset
+from impala_rl.presets import ENV_PRESETS, PRESETS
 
 __all__ = ["ENV_PRESETS", "PRESETS", "SECTIONS", "ConfigError", "TrainConfig", "apply_preset", "flag_value"]
 
@@ -451,3 +451,20 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def apply_preset(cfg: TrainConfig, explicit: set[str], family: str | None) -> tuple[TrainConfig, dict[str, Any]]:
+    """Return (config with ``family``'s preset applied to non-explicit fields, the changes made).
+
+    ``family`` None applies no preset. Either way, PopArt turns reward clipping off unless
+    ``reward_clip`` is explicit (the PopArt paper trains on unclipped rewards)."""
+    if family is not None and family not in PRESETS:
+        raise ConfigError(f"no preset for environment family {family!r}; known: {', '.join(PRESETS)}")
+    preset = PRESETS[family] if family is not None else {}
+    if family is not None:
+        preset = {**preset, **ENV_PRESETS.get(cfg.env, {})}
+    changes = {k: v for k, v in preset.items() if k not in explicit and getattr(cfg, k) != v}
+    if changes.get("popart", cfg.popart) and "reward_clip" not in explicit and \
+            changes.get("reward_clip", cfg.reward_clip) != 0.0:
+        changes["reward_clip"] = 0.0
+    return dataclasses.replace(cfg, **changes), changes

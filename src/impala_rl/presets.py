@@ -2,18 +2,13 @@
 (and :func:`impala_rl.train`) to every field the user did not set.
 
 The values and the experiments behind them are in docs/learning.md; ``impala presets``
-prints them. :func:`apply_preset` works on any :class:`~impala_rl.config.TrainConfig`.
+prints them; :func:`impala_rl.config.apply_preset` applies them. Data only: this module
+imports nothing of the project.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING, Any
-
-from impala_rl.errors import ConfigError
-
-if TYPE_CHECKING:
-    from impala_rl.config import TrainConfig
+from typing import Any
 
 # Presets by environment family (``impala_rl.envs.env_family``): applied to the fields the
 # user did not set; ``impala train --no-preset`` keeps the dataclass defaults (the paper's
@@ -99,20 +94,3 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
     "Walker2d-v5": {"total_frames": 5_000_000, "init_log_std": -1.0},
 }
 """Per-environment values on top of the family's preset (a single-task run of that id only)."""
-
-
-def apply_preset(cfg: "TrainConfig", explicit: set[str], family: str | None) -> tuple["TrainConfig", dict[str, Any]]:
-    """Return (config with ``family``'s preset applied to non-explicit fields, the changes made).
-
-    ``family`` None applies no preset. Either way, PopArt turns reward clipping off unless
-    ``reward_clip`` is explicit (the PopArt paper trains on unclipped rewards)."""
-    if family is not None and family not in PRESETS:
-        raise ConfigError(f"no preset for environment family {family!r}; known: {', '.join(PRESETS)}")
-    preset = PRESETS[family] if family is not None else {}
-    if family is not None:
-        preset = {**preset, **ENV_PRESETS.get(cfg.env, {})}
-    changes = {k: v for k, v in preset.items() if k not in explicit and getattr(cfg, k) != v}
-    if changes.get("popart", cfg.popart) and "reward_clip" not in explicit and \
-            changes.get("reward_clip", cfg.reward_clip) != 0.0:
-        changes["reward_clip"] = 0.0
-    return dataclasses.replace(cfg, **changes), changes
