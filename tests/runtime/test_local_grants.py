@@ -42,7 +42,10 @@ def _backend(num_actors: int, envs_per_actor: int, free: int):
     backend = LocalBackend.__new__(LocalBackend)  # the bookkeeping alone: no processes, no shared memory
     backend.cfg = SimpleNamespace(envs_per_actor=envs_per_actor)
     backend.free = deque(range(free))
+    backend.full = deque()
     backend.grants = 0
+    backend.pace = False
+    backend.window = free
     backend.actors = {a: _ActorHandle(_Alive(), _Pipe(), restart=0) for a in range(num_actors)}
     return backend
 
@@ -82,3 +85,68 @@ def test_every_free_slot_is_granted_up_to_two_unrolls_per_actor():
     backend._grant_all()
     assert [len(h.held) for h in backend.actors.values()] == [4, 4, 4]
     assert len(backend.free) == 8
+
+
+# ----------------------------------------------------------------------------- pacing (issue 19)
+def test_the_window_caps_slots_granted_or_full():
+    backend = _backend(num_actors=2, envs_per_actor=4, free=40)
+    backend.pace, backend.window = True, 12
+    backend.full.extend(range(100, 104))  # one unroll already waits for the learner
+    backend._grant_all()
+    assert sorted(len(h.held) for h in backend.actors.values()) == [4, 4]  # 4 full + 8 held = 12
+    assert len(backend.free) == 32
+
+
+def test_the_window_shrinks_while_a_spare_batch_waits_and_grows_when_the_learner_waits():
+    backend = _backend(num_actors=2, envs_per_actor=4, free=0)
+    backend.cfg.slots = 40
+    backend.window = 40
+    backend.full.extend(range(8))  # after taking a batch of 4, another whole batch waits
+    backend._pace(count=4, waited=False)
+    assert backend.window == 36
+    backend.full.clear()
+    backend._pace(count=4, waited=False)  # nothing spare, the learner did not wait: keep
+    assert backend.window == 36
+    backend._pace(count=4, waited=True)
+    assert backend.window == 40
+    backend._pace(count=4, waited=True)
+    assert backend.window == 40  # never above the slots
+    backend.full.extend(range(100))
+    for _ in range(20):
+        backend._pace(count=6, waited=False)
+    assert backend.window == 8  # never below one batch, in whole unrolls (6 -> 2 unrolls of 4)
+
+
+def _lag_with_a_slow_learner(pace: bool) -> float:
+    """Mean policy lag of the last batches when the learner (here a sleep) is the bottleneck."""
+    import time
+
+    import torch
+
+    from impala_rl.agents import make_agent
+    from impala_rl.config import TrainConfig
+    from impala_rl.runtime.backends.local import LocalBackend
+    from impala_rl.runtime.builders import probe_env
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig(env="CartPole-v1", torso="mlp", backend="local", num_actors=2, envs_per_actor=2,
+                      batch_size=2, unroll_length=5, pace_actors=pace, seed=0).validate()
+    env_spec = probe_env(cfg)
+    model = make_agent(cfg, env_spec).build_model()
+    lags = []
+    with LocalBackend(cfg, env_spec, model) as backend:
+        for version in range(1, 31):
+            batch, _ = backend.get_batch()
+            lags.append(version - 1 - batch["version"].float().mean().item())
+            time.sleep(0.1)  # the learner's step: far slower than 2 envs x 5 CartPole steps
+            backend.publish(model, version)
+    return sum(lags[-10:]) / 10
+
+
+def test_pacing_keeps_the_policy_lag_near_one_update_when_the_learner_is_the_bottleneck():
+    # Without pacing the actors fill every slot (2 x 4 envs + 2 = 10 slots, 5 batches), so each
+    # batch waits behind four others; with it the next batch is acted while this one trains.
+    unpaced = _lag_with_a_slow_learner(pace=False)
+    paced = _lag_with_a_slow_learner(pace=True)
+    assert unpaced >= 3.0
+    assert paced <= 1.5

@@ -12,6 +12,12 @@ Transport (torchbeast-style, made kill-safe):
   restarts actors that die, returning the slots they held to the free list. Free slots
   go first to the actor holding fewest (then to the one served longest ago): granting
   in actor order let actor 0 take every freed slot while actor 1 idled (issue 19).
+- Pacing (``--pace-actors``, the default): the slots granted or full, not yet taken by
+  the learner, are capped by a window. Each time the learner takes a batch, the window
+  shrinks by one actor's unroll if a spare batch was already waiting and grows by one if
+  the learner had to wait. A learner-bound run settles where the next batch is acted
+  while the learner trains on this one (policy lag near 1 update, not num_slots / batch:
+  5 for the Atari preset); an actor-bound run keeps every slot in use, as without it.
 - Weights are published into one shared-memory copy guarded by a sequence counter
   (a seqlock: no lock to die holding); actors pick up the newest version at the start
   of each unroll. In sync mode they wait for a version newer than their last unroll's.
@@ -211,6 +217,9 @@ class LocalBackend:
         self.failed_starts: dict[int, int] = {}
         self.fatal: str | None = None
         self.wait_time = 0.0
+        # pacing: slots granted or full, not yet taken, may not exceed the window (see the module doc)
+        self.pace = cfg.pace_actors and not cfg.sync_weights
+        self.window = cfg.slots
         self.closed = False
         self.server: InferenceServer | None = None
         if cfg.central_inference:
@@ -278,7 +287,7 @@ class LocalBackend:
         n = self.cfg.envs_per_actor
         granted = 0
         while (granted < limit and len(handle.held) < 2 * n and len(self.free) >= n
-               and handle.process.is_alive()):
+               and self._in_window(n) and handle.process.is_alive()):
             granted += 1
             slots = [self.free.popleft() for _ in range(n)]
             handle.held.update(slots)
@@ -289,6 +298,26 @@ class LocalBackend:
             except (OSError, ValueError):
                 break  # dead: _reap returns the slots
         return granted > 0
+
+    def _in_window(self, n: int) -> bool:
+        """True if ``n`` more slots may be granted: without pacing, always (free slots permitting)."""
+        if not self.pace:
+            return True
+        committed = len(self.full) + sum(len(h.held) for h in self.actors.values())
+        return committed + n <= self.window
+
+    def _pace(self, count: int, waited: bool) -> None:
+        """Resize the window after the learner took ``count`` unrolls (under self.cond): one
+        actor's unroll smaller if another whole batch is already waiting, larger if the
+        learner had to wait; never below one batch (rounded up to whole unrolls) nor above
+        the slots."""
+        n = self.cfg.envs_per_actor
+        floor = -(-count // n) * n
+        if waited:
+            self.window = min(self.cfg.slots, self.window + n)
+        elif len(self.full) >= count:
+            self.window = max(floor, self.window - n)
+        self.window = max(floor, self.window)
 
     def _grant_all(self) -> None:
         """Hand out free slots fairly (grant_order), one unroll's worth per turn."""
@@ -380,6 +409,7 @@ class LocalBackend:
         B = count or self.cfg.batch_size  # the source decides (a replay source takes fewer)
         t0 = time.perf_counter()
         with self.cond:
+            waited = len(self.full) < B
             while len(self.full) < B:
                 if self.fatal:
                     raise ActorFailure(self.fatal)
@@ -387,6 +417,8 @@ class LocalBackend:
                     raise RuntimeError("backend is closed")
                 self.cond.wait(timeout=1.0)
             idx = [self.full.popleft() for _ in range(B)]
+            if self.pace:
+                self._pace(B, waited)
         self.wait_time += time.perf_counter() - t0
         batch = self.spec.gather(self.buffers, idx, pin_memory=self.pin_memory)
         with self.cond:
@@ -401,7 +433,8 @@ class LocalBackend:
         self.weights.publish(model, version)
 
     def info(self) -> dict[str, float]:
-        return {"actor_restarts": float(self.restarts), "learner_wait_s": self.wait_time}
+        return {"actor_restarts": float(self.restarts), "learner_wait_s": self.wait_time,
+                "actor_window": float(self.window)}
 
     def actor_pids(self) -> dict[int, int]:
         """Process id of each live actor (for `impala bench`'s CPU shares)."""
