@@ -16,6 +16,12 @@ In one invocation, with the same environment pipeline, network and cores:
 6. **ratio** = train / bound, with a breakdown of where the end-to-end run spent its time,
    the mean policy lag over the window (learner updates between acting and learning) and
    each process's CPU share (CPU seconds per wall second: 1.0 = one core kept busy).
+
+The learner stage runs the step training runs: the preset's batch, passes and minibatches
+(the table says which). Where the learning benchmark (``impala bench --learning``) left
+finished runs of the same environment, a **time to score** line follows: each seed's frames
+to its target, the wall time it took in that run, and what it would take at this bench's
+train speed.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,7 +42,9 @@ from impala_rl.agents import make_agent
 from impala_rl.config import TrainConfig
 from impala_rl.envs import EnvSpec
 from impala_rl.envs.vector import make_env_group
+from impala_rl.learning_bench import TASKS, frames_to_threshold
 from impala_rl.models import net_inputs
+from impala_rl.runfiles import read_episodes, read_metric
 from impala_rl.runtime.backends import make_backend
 from impala_rl.runtime.builders import atari_options, build_learner, probe_env, resolve_device, rollout_spec
 from impala_rl.runtime.loop import run_loop
@@ -260,11 +269,39 @@ def run_bench(cfg: TrainConfig, duration: float = 20.0, warmup: float = 15.0, lo
                        learner_frac, actor_frac, lag, cpu_share, cfg.to_dict())
 
 
+def time_to_score(env: str, learning_out: str | os.PathLike, train_fps: float) -> str:
+    """One line: how long the learning benchmark's finished runs of ``env`` (in
+    ``learning_out``) took to reach their target, and the time at ``train_fps``."""
+    names = [name for name, task in TASKS.items() if task.env == env]
+    runs = sorted(d for name in names for d in Path(learning_out).glob(f"{name}-seed*") if (d / "summary.json").exists())
+    if not names:
+        return f"time to score: the learning benchmark has no target for {env}"
+    task = TASKS[names[0]]
+    if not runs:
+        return (f"time to score: no finished run of {env} in {learning_out} "
+                f"(`impala bench --learning {names[0]}` makes one)")
+    parts = []
+    for d in runs:
+        frames, returns = read_episodes(d)
+        at = frames_to_threshold(frames, returns, task.threshold)
+        seed = d.name.rsplit("-seed", 1)[-1]
+        if math.isnan(at):
+            parts.append(f"seed {seed} not reached in {frames[-1] / 1e6 if len(frames) else 0:.1f}M frames")
+            continue
+        mf, elapsed = read_metric(d, "elapsed_s")
+        wall = float(np.interp(at, mf, elapsed)) if len(mf) else math.nan
+        parts.append(f"seed {seed} {at / 1e6:.1f}M frames, {wall / 60:.1f} min in its run, "
+                     f"{at / train_fps / 60:.1f} min at this train speed")
+    return f"time to score ({env}, 100-episode mean >= {task.threshold:g}; {learning_out}): " + "; ".join(parts)
+
+
 def format_table(r: BenchResult) -> str:
+    c = r.config
     lines = [
         f"{'stage':<12}{'frames/s':>12}",
         f"{'env':<12}{r.env_fps:>12,.0f}",
-        f"{'learner':<12}{r.learner_fps:>12,.0f}",
+        f"{'learner':<12}{r.learner_fps:>12,.0f}   (batch {c.get('batch_size')} x T {c.get('unroll_length')}, "
+        f"{c.get('learner_epochs')} pass(es) x {c.get('learner_minibatches')} minibatch(es), as training runs it)",
         f"{'inference':<12}{r.inference_fps:>12,.0f}",
         f"{'bound':<12}{r.bound_fps:>12,.0f}   = {r.bound_formula}",
         f"{'train':<12}{r.train_fps:>12,.0f}",
@@ -278,8 +315,13 @@ def format_table(r: BenchResult) -> str:
     return "\n".join(lines)
 
 
-def main_bench(cfg: TrainConfig, duration: float, warmup: float, as_json: bool) -> int:
+def main_bench(cfg: TrainConfig, duration: float, warmup: float, as_json: bool,
+               learning_out: str = "runs/learning") -> int:
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
     result = run_bench(cfg, duration=duration, warmup=warmup, log=log)
-    print(result.to_json() if as_json else format_table(result))
+    score = time_to_score(cfg.env, learning_out, result.train_fps)
+    if as_json:
+        print(json.dumps({**result.__dict__, "time_to_score": score}, indent=2))
+    else:
+        print(format_table(result) + "\n" + score)
     return 0

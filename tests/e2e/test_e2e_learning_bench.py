@@ -27,7 +27,7 @@ def test_frames_to_threshold_needs_a_full_window_at_the_threshold():
 
 
 def test_every_suite_names_known_tasks():
-    assert set(SUITES["quick"]) <= set(TASKS) and SUITES["atari"] == ("pong",)
+    assert set(SUITES["quick"]) <= set(TASKS) and SUITES["atari"] == ("pong", "breakout", "spaceinvaders")
     assert set(SUITES["all"]) == set(TASKS)
     assert "mountaincar" not in {name for suite, names in SUITES.items() if suite != "all" for name in names}
     assert all(t.random < t.threshold for t in TASKS.values())  # a normalised score of 1 is above random's 0
@@ -164,3 +164,17 @@ def test_a_task_whose_run_fails_ends_the_suite_in_one_line(tmp_path):
     assert "already holds files but no checkpoint" in proc.stderr
     assert lines[-1] == ("[learning] cartpole-seed0: impala train exited with 2 (its message is above); "
                          "the suite stops here")
+
+
+def test_time_to_score_reads_the_learning_benchmarks_runs(tmp_path):
+    from impala_rl.bench import time_to_score
+
+    assert "no finished run of CartPole-v1" in time_to_score("CartPole-v1", tmp_path, 1000.0)
+    assert "no target for Hopper-v5" in time_to_score("Hopper-v5", tmp_path, 1000.0)
+    fake_run(tmp_path, "cartpole", 0, 500.0)  # reaches 475 with its first full window: 100,000 frames
+    fake_run(tmp_path, "cartpole", 1, 10.0)
+    metrics = ["frames,elapsed_s"] + [f"{f},{f / 2000}" for f in (0, 50_000, 200_000)]  # 2,000 frames/s
+    (tmp_path / "cartpole-seed0" / "metrics.csv").write_text("\n".join(metrics) + "\n")
+    line = time_to_score("CartPole-v1", tmp_path, 1000.0)
+    assert "seed 0 0.1M frames, 0.8 min in its run, 1.7 min at this train speed" in line  # 50 s; 100 s
+    assert "seed 1 not reached in 0.2M frames" in line
