@@ -119,6 +119,9 @@ class TrainConfig:
     discount: float = _f(0.99, "Discount factor gamma.", "agent")
     baseline_cost: float = _f(0.5, "Weight of the baseline (value) loss.", "agent")
     entropy_cost: float = _f(0.01, "Weight of the entropy bonus.", "agent")
+    entropy_anneal_frames: int = _f(0, "Anneal the entropy bonus linearly from --entropy-cost to 0 over this many "
+                                    "frames (then 0), so the policy can sharpen once it plays well; 0 = constant.",
+                                    "agent")
     correction: str = _f("vtrace", "Off-policy correction: vtrace, 1step_is, epsilon, none (paper Table 2).", "agent")
     clip_rho_threshold: float = _f(1.0, "V-trace rho-bar (truncation of the value-target importance weights).", "agent")
     clip_c_threshold: float = _f(1.0, "V-trace c-bar (truncation of the trace-cutting coefficients).", "agent")
@@ -351,7 +354,7 @@ class TrainConfig:
             positive(name)
         for name in ("num_slots", "reward_clip", "grad_norm_clip", "learner_threads", "noop_max",
                      "entropy_cost", "baseline_cost", "rmsprop_epsilon", "rmsprop_momentum", "adam_epsilon",
-                     "eval_interval", "eval_max_steps"):
+                     "eval_interval", "eval_max_steps", "entropy_anneal_frames"):
             non_negative(name)
         if not 0.0 <= self.discount <= 1.0:
             raise ConfigError(f"discount must be in [0, 1], got {self.discount}")

@@ -141,6 +141,10 @@ class Agent(Protocol):
     def before_updates(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
         """Once per batch, before its gradient steps."""
 
+    def set_progress(self, frames: int) -> None:
+        """Once per batch, before its gradient steps: the environment frames trained on so far,
+        this batch's included (for schedules: an annealed loss weight, an exploration rate)."""
+
     def after_update(self, model: torch.nn.Module, output: LossOutput) -> dict[str, float]:
         """After each optimiser step, with that step's :class:`LossOutput`; returns extra metrics to log."""
 
@@ -182,6 +186,9 @@ class AgentBase:
         self.cfg = cfg
 
     def before_updates(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def set_progress(self, frames: int) -> None:
         pass
 
     def after_update(self, model: torch.nn.Module, output: LossOutput) -> dict[str, float]:

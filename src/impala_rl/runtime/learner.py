@@ -145,6 +145,7 @@ class Learner:
                                   self.spec.select(batch, torch.nonzero(~replayed).flatten()))
         lag = (self.version - batch["version"]).float()
         self.frames += self.fresh_frames(batch)
+        self.agent.set_progress(self.frames)
         size = batch["version"].shape[0]
         results, applied, per_unroll = [], False, {}
         for _ in range(cfg.learner_epochs):

@@ -16,6 +16,8 @@ policy distributions); this module says how the runtime's rows feed them:
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from impala_rl.agents.base import Action, AgentBase, Fields, LossOutput
@@ -98,10 +100,19 @@ class ImpalaAgent(AgentBase):
         self.labels = task_labels(env_spec.tasks)
         self.mask = action_mask(env_spec)  # bool [K, A] or None: the actions each task has
         self.loss_config = loss_config(cfg)
+        self.frames = 0  # trained on so far (set_progress)
 
     def update_config(self, cfg: TrainConfig) -> None:
         super().update_config(cfg)
         self.loss_config = loss_config(cfg)  # PBT changed a loss weight
+        self.set_progress(self.frames)
+
+    def set_progress(self, frames: int) -> None:
+        """``--entropy-anneal-frames``: the entropy bonus falls linearly to 0 over that many frames."""
+        self.frames = frames
+        if self.cfg.entropy_anneal_frames:
+            scale = max(0.0, 1.0 - frames / self.cfg.entropy_anneal_frames)
+            self.loss_config = dataclasses.replace(self.loss_config, entropy_cost=self.cfg.entropy_cost * scale)
 
     def build_model(self) -> ImpalaNet:
         return build_model(self.cfg, self.env_spec)
@@ -163,6 +174,8 @@ class ImpalaAgent(AgentBase):
             replayed=batch.get("replayed"),
         )
         vs = metrics.pop("vs")  # [T, B] value targets (reward units): PopArt's statistics follow them
+        if self.cfg.entropy_anneal_frames:
+            metrics["entropy_cost"] = torch.tensor(self.loss_config.entropy_cost)
         return LossOutput(loss, metrics, {"value_targets": vs.detach().transpose(0, 1), "task": task})
 
     def after_update(self, model: torch.nn.Module, output: LossOutput) -> dict[str, float]:
