@@ -72,6 +72,7 @@ def _train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from impala_rl.checkpoint import CHECKPOINT_NAME
     from impala_rl.envs import check_env_id
     from impala_rl.logging import setup_logging
     from impala_rl.runtime.precision import describe as describe_precision
@@ -104,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = trainer.run()
     except OSError as e:  # a full disk, a vanished directory: one line, details in train.log
         where = getattr(e, "filename", "") or cfg.run_dir
-        if (run_dir / "checkpoint.pt").exists():
+        if (run_dir / CHECKPOINT_NAME).exists():
             advice = f"the last checkpoint in {cfg.run_dir} is intact, --resume it once fixed"
         else:
             advice = f"no checkpoint was written; remove {cfg.run_dir} and start again once fixed"
