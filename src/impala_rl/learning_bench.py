@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from impala_rl.plot import plot_runs, read_episodes
+from impala_rl.plot import plot_runs
+from impala_rl.runfiles import SUMMARY_NAME, read_episodes, read_summary
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def frames_to_threshold(frames: np.ndarray, returns: np.ndarray, threshold: floa
 
 def summarise(name: str, task: Task, seed: int, run_dir: Path, wall_s: float) -> TaskResult:
     frames, returns = read_episodes(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = read_summary(run_dir)
     final = float(returns[-100:].mean()) if len(returns) else math.nan
     return TaskResult(name, task.env, seed, int(summary["frames"]), final,
                       frames_to_threshold(frames, returns, task.threshold), task.threshold,
@@ -116,8 +117,8 @@ def summarise(name: str, task: Task, seed: int, run_dir: Path, wall_s: float) ->
 def run_task(name: str, out: Path, seed: int, extra: list[str], frames: int | None = None) -> TaskResult:
     task = TASKS[name]
     run_dir = out / f"{name}-seed{seed}"
-    if (run_dir / "summary.json").exists():  # already run: just summarise (re-run by deleting the directory)
-        summary = json.loads((run_dir / "summary.json").read_text())
+    if (run_dir / SUMMARY_NAME).exists():  # already run: just summarise (re-run by deleting the directory)
+        summary = read_summary(run_dir)
         return summarise(name, task, seed, run_dir, float(summary["elapsed_s"]))
     cmd = [sys.executable, "-m", "impala_rl.cli", "train", "--env", task.env, "--seed", str(seed),
            "--total-frames", str(frames or task.frames), "--run-dir", str(run_dir), "--quiet", *extra]

@@ -27,6 +27,7 @@ from collections import deque
 from pathlib import Path
 
 from impala_rl.envs.tasks import task_labels
+from impala_rl.runfiles import EPISODES_NAME, METRICS_NAME
 from impala_rl.scores import aggregates, human_normalized
 
 PROGRESS_COLUMNS = (
@@ -116,7 +117,7 @@ class RunLogger:
         self.task_episodes = [0 for _ in self.labels]
         self._acc: dict[str, list[float]] = {}
         self.last_row: dict[str, float] = {}
-        self._metrics_path = self.run_dir / "metrics.csv"
+        self._metrics_path = self.run_dir / METRICS_NAME
         self.columns: list[str] = list(PROGRESS_COLUMNS)
         if self._metrics_path.exists():  # a resumed run: keep its columns
             with open(self._metrics_path, newline="") as f:
@@ -125,7 +126,7 @@ class RunLogger:
         else:
             self._metrics_path.write_text(",".join(self.columns) + "\n")
         self._metrics_file = open(self._metrics_path, "a", newline="")
-        episodes_path = self.run_dir / "episodes.csv"
+        episodes_path = self.run_dir / EPISODES_NAME
         # Empty: a run killed before its first write reached the disk (the header with it).
         new = not episodes_path.exists() or episodes_path.stat().st_size == 0
         if not new:

@@ -1,12 +1,16 @@
-"""The files that training leaves on disk, read back: one reader per file, for every reader.
+"""The files that training leaves on disk, by name, and read back: one reader per file, for every reader.
 
 - A run directory (``impala train``): ``episodes.csv``, one row per finished episode
   (``frames``, ``return``, and ``task`` in a multi-task run), and ``metrics.csv``, one row
-  per log interval (both written by :class:`impala_rl.logging.RunLogger`).
+  per log interval (both written by :class:`impala_rl.logging.RunLogger`); ``config.json``,
+  the run's config, and ``summary.json``, how it ended (both written by
+  :class:`impala_rl.runtime.train.Trainer`; the config is read back by
+  :mod:`impala_rl.runtime.rundirs`, which knows the config's class).
 - A population directory (``impala pbt``): ``population.json`` (the rules, the settings
   with every member's starting config, the controller's state) and ``events.jsonl`` (one
   JSON object per event), both written by :class:`impala_rl.pbt.population.Population`,
-  and its members' run directories under ``members/``.
+  and its members' run directories under ``members/``; ``summary.json`` once it has ended
+  (:mod:`impala_rl.pbt.summary`).
 
 ``impala plot``, the PBT summary and ``impala bench --learning`` read through here; this
 module imports nothing of the project, so any of them may import it.
@@ -23,6 +27,8 @@ import numpy as np
 
 EPISODES_NAME = "episodes.csv"
 METRICS_NAME = "metrics.csv"
+CONFIG_NAME = "config.json"
+SUMMARY_NAME = "summary.json"  # a run's, and a population's
 POPULATION_NAME = "population.json"
 EVENTS_NAME = "events.jsonl"
 MEMBERS_DIR = "members"
@@ -71,6 +77,15 @@ def read_metric(run_dir: str | os.PathLike, name: str) -> tuple[np.ndarray, np.n
                 frames.append(float(row["frames"]))
                 values.append(float(row[name]))
     return np.asarray(frames), np.asarray(values)
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict:
+    """``summary.json`` as saved: how the run ended (``stop_reason``, ``frames``, ``elapsed_s``,
+    ``fps``, ``mean_return``, ...); in a population directory, the population's (``members``,
+    ``best``, ``median``, ``events``).
+
+    Raises FileNotFoundError if there is none (the run has not ended), ValueError if it is not JSON."""
+    return json.loads((Path(run_dir) / SUMMARY_NAME).read_text())
 
 
 # ----------------------------------------------------------------------------- a population directory

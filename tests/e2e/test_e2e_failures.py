@@ -204,7 +204,7 @@ def test_a_background_thread_failing_after_the_log_closed_prints_no_traceback(tm
     import logging
     import threading
 
-    from impala_rl.cli import _thread_exception
+    from impala_rl.cli import thread_exception
 
     handler = logging.FileHandler(tmp_path / "train.log")
     logger = logging.getLogger("impala_rl")
@@ -213,7 +213,7 @@ def test_a_background_thread_failing_after_the_log_closed_prints_no_traceback(tm
         def fail():
             raise OSError(28, "No space left on device")
 
-        threading.excepthook = _thread_exception
+        threading.excepthook = thread_exception
         t = threading.Thread(target=fail, name="writer")
         t.start(); t.join()
         assert "background thread writer" in (tmp_path / "train.log").read_text()

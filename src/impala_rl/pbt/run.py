@@ -11,7 +11,7 @@ The parts, each in its own module:
 - :mod:`impala_rl.pbt.summary`: ``summary.json`` of a finished population.
 
 This module runs a population with the driver asked for and summarises it. It also hands on
-the names that ``impala pbt`` (:mod:`impala_rl.cli`) and the loop's docs use from here.
+the names that ``impala pbt`` (:mod:`impala_rl.cli.pbt`) and the loop's docs use from here.
 """
 
 from __future__ import annotations

@@ -9,9 +9,7 @@ from pathlib import Path
 from impala_rl.config import TrainConfig
 from impala_rl.pbt.population import Population
 from impala_rl.pbt.settings import PopulationConfig
-from impala_rl.runfiles import read_episodes
-
-SUMMARY_NAME = "summary.json"
+from impala_rl.runfiles import SUMMARY_NAME, read_episodes
 
 
 def summarize(pop: Population, cfgs: dict[str, TrainConfig], pcfg: PopulationConfig,

@@ -20,6 +20,7 @@ from pathlib import Path
 from impala_rl.agents import resume_fixed
 from impala_rl.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from impala_rl.config import ConfigError, TrainConfig, flag_value
+from impala_rl.runfiles import CONFIG_NAME
 
 
 def load_run(run_dir: str | Path) -> tuple[TrainConfig, dict]:
@@ -53,7 +54,7 @@ def resumed_config(run_dir: str, explicit: dict) -> tuple[TrainConfig, dict]:
 def recorded_config(path: str, explicit: dict) -> TrainConfig:
     """A run's recorded config.json (``path``: the file or its run directory) with the
     ``explicit`` fields on top, for a new run (a new directory unless ``run_dir`` is given)."""
-    file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
+    file = Path(path) / CONFIG_NAME if Path(path).is_dir() else Path(path)
     try:
         recorded = json.loads(file.read_text())
     except OSError as e:

@@ -16,6 +16,7 @@ import torch
 from impala_rl.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from impala_rl.config import TrainConfig
 from impala_rl.logging import RunLogger
+from impala_rl.runfiles import CONFIG_NAME, SUMMARY_NAME
 from impala_rl.runtime.backends import check_backend, make_backend
 from impala_rl.runtime.backends.base import ActorFailure
 from impala_rl.runtime.builders import build_learner, probe_env, resolve_device
@@ -74,7 +75,7 @@ class Trainer:
         cfg, learner = self.cfg, self.learner
         torch.set_num_threads(cfg.resolved_learner_threads)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(cfg.to_json())
+        (self.run_dir / CONFIG_NAME).write_text(cfg.to_json())
         logger = RunLogger(self.run_dir, cfg.total_frames, start_frames=learner.frames,
                            interval=cfg.log_interval, quiet=cfg.quiet, start_steps=learner.version,
                            start_elapsed=self.counters["elapsed_s"], tasks=cfg.tasks)
@@ -132,9 +133,9 @@ class Trainer:
                    "mean_return": mean_return if math.isfinite(mean_return) else None,
                    "actor_restarts": total_restarts, "nonfinite_total": learner.nonfinite_total}
         try:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            (self.run_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2))
         except OSError as e:
-            log.error("could not write summary.json: %s", e)
+            log.error("could not write %s: %s", SUMMARY_NAME, e)
         if crash is not None:
             raise crash
         log.info("finished (%s): %d frames, %d learner steps, mean return %s, actor restarts %d, run dir %s",
