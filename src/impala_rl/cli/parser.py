@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "continuous and MinAtar tasks; atari = Pong; mujoco = HalfCheetah, Walker2d; "
                        "all, MountainCar too; or one task name)")
     bench.add_argument("--learning-out", metavar="DIR", default="runs/learning",
-                       help="--learning: where the run directories and curve PNGs go (default: runs/learning)")
+                       help="--learning: where the run directories and curve PNGs go; without --learning: where the "
+                       "time-to-score line looks for finished runs of the same env (default: runs/learning)")
     from impala_rl.learning_bench import parse_seeds
 
     bench.add_argument("--seeds", metavar="S,S,...", type=parse_seeds, default=None,

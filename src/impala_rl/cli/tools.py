@@ -31,7 +31,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError("impala bench measures one environment; give a single --env id")
     if note:
         print(note, file=sys.stderr)
-    return main_bench(cfg, args.duration, args.warmup, args.json)
+    return main_bench(cfg, args.duration, args.warmup, args.json, learning_out=args.learning_out)
 
 
 def _bench_learning(args: argparse.Namespace) -> int:
