@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--learning", metavar="SUITE", default=None,
                        help="instead of throughput, run a learning suite with each task's defaults and print "
                        "frames, final 100-episode mean, frames to threshold, wall time (suites: quick = classic, "
-                       "continuous and MinAtar tasks; atari = Pong, Breakout, SpaceInvaders; mujoco = HalfCheetah, Walker2d; "
+                       "continuous and MinAtar tasks; atari = Pong, Breakout, SpaceInvaders; "
+                       "mujoco = HalfCheetah, Walker2d; "
                        "all, MountainCar too; or one task name)")
     bench.add_argument("--learning-out", metavar="DIR", default="runs/learning",
                        help="--learning: where the run directories and curve PNGs go; without --learning: where the "
