@@ -101,3 +101,50 @@ def test_sources_are_chosen_by_name_and_take_their_own_share_of_fresh_unrolls():
         assert learner.fresh_frames(batch) == 6 * 10
     finally:
         backend.close()
+
+
+class ReplayOnly:
+    """A source that stores what arrives and, after a warm-up of ``warmup`` unrolls, trains on
+    replayed unrolls only, taking ``fresh`` new unrolls from the backend per batch (a replay
+    ratio of batch_size / fresh, as a DQN-family agent runs)."""
+
+    def __init__(self, backend, buffer, batch_size: int, fresh: int, warmup: int):
+        self.backend, self.buffer = backend, buffer
+        self.batch_size, self.fresh, self.warmup = batch_size, fresh, warmup
+        self.taken: list[int] = []
+
+    def next_batch(self):
+        take = self.batch_size if self.buffer.size < self.warmup else self.fresh
+        fresh, episodes = self.backend.get_batch(take)
+        self.buffer.add(fresh)
+        self.taken.append(take)
+        batch, idx = self.buffer.sample(self.batch_size)
+        batch.update(replayed=torch.ones(self.batch_size, dtype=torch.bool), replay_index=idx,
+                     fresh_unrolls=torch.tensor(take))
+        return batch, episodes
+
+    def feedback(self, batch, per_unroll):
+        pass
+
+
+def test_a_source_may_train_on_replayed_unrolls_only_and_frames_still_count_what_it_took():
+    cfg, learner, backend = _setup()
+    source = ReplayOnly(backend, ReplayBuffer(learner.spec, capacity=100), batch_size=8, fresh=1, warmup=16)
+    try:
+        reason = run_loop(source, learner, backend.publish, [], total_frames=16 * 10 + 5 * 10)
+    finally:
+        backend.close()
+    # Two warm-up batches of 8 fresh unrolls, then one fresh unroll (10 frames) per batch of 8 replayed.
+    assert reason == "done" and source.taken == [8, 8, 1, 1, 1, 1, 1]
+    assert learner.frames == 210 and learner.version == 7
+    assert source.buffer.added == 21
+
+
+def test_get_batch_of_zero_unrolls_takes_none():
+    cfg, learner, backend = _setup()
+    try:
+        backend.get_batch(8)
+        batch, episodes = backend.get_batch(0)
+        assert batch["version"].shape == (0,) and episodes == []
+    finally:
+        backend.close()

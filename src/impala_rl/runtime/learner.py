@@ -119,12 +119,16 @@ class Learner:
         return self.update(batch).metrics
 
     def fresh_frames(self, batch: Batch) -> int:
-        """Environment frames behind a batch, counted from the data: its fresh unrolls (not
-        those a replay source marked ``replayed``) x T steps x the action repeat, times the
+        """Environment frames behind a batch, counted from the data: the fresh unrolls the
+        source took from the backend for it (``fresh_unrolls``, a 0-dim tensor, where the
+        source says so: one that stores what arrives and trains on replayed unrolls only);
+        else its unrolls not marked ``replayed``; x T steps x the action repeat, times the
         number of peer learners (each trains on a batch of its own)."""
-        unrolls = batch["version"].shape[0]
-        replayed = batch.get("replayed")
-        fresh = unrolls - (int(replayed.sum()) if replayed is not None else 0)
+        if "fresh_unrolls" in batch:
+            fresh = int(batch["fresh_unrolls"])
+        else:
+            replayed = batch.get("replayed")
+            fresh = batch["version"].shape[0] - (int(replayed.sum()) if replayed is not None else 0)
         return fresh * (batch["obs"].shape[0] - 1) * self.cfg.frames_per_step * self.cfg.num_learners
 
     def update(self, batch: Batch) -> "StepResult":
@@ -138,14 +142,14 @@ class Learner:
         batch's unroll order (from the last pass); the version advances once per batch.
         """
         cfg = self.cfg
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        self.frames += self.fresh_frames(batch)
+        self.agent.set_progress(self.frames)
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k != "fresh_unrolls"}
         replayed = batch.get("replayed")  # bool [B] from a replay source (runtime/replay.py)
         # Statistics kept in the network (observation normalisation) see each unroll once: the fresh ones.
         self.agent.before_updates(self.model, batch if replayed is None else
                                   self.spec.select(batch, torch.nonzero(~replayed).flatten()))
         lag = (self.version - batch["version"]).float()
-        self.frames += self.fresh_frames(batch)
-        self.agent.set_progress(self.frames)
         size = batch["version"].shape[0]
         results, applied, per_unroll = [], False, {}
         for _ in range(cfg.learner_epochs):

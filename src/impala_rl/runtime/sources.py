@@ -10,7 +10,10 @@ A batch carries its own bookkeeping: a replay source marks the unrolls it replay
 (``replayed``, bool ``[B]``) and where they came from (``replay_index``, int64 ``[B]``,
 -1 for fresh ones); the learner counts environment frames from the fresh unrolls only
 (:meth:`impala_rl.runtime.learner.Learner.fresh_frames`), so a source may replay at any
-ratio without the frame count running ahead.
+ratio without the frame count running ahead. A source that stores what arrives and
+trains on replayed unrolls only (after a warm-up) says how many fresh unrolls it took
+for the batch in ``fresh_unrolls`` (a 0-dim int64 tensor); ``backend.get_batch(0)``
+takes none and returns the episodes finished since the last call.
 
 Sources are chosen by name from :data:`SOURCES`; :func:`source_name` says which one a
 config asks for.

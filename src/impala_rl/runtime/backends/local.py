@@ -406,7 +406,7 @@ class LocalBackend:
     # ------------------------------------------------------------------ learner side
     def get_batch(self, count: int | None = None) -> tuple[Batch, list[EpisodeStats]]:
         """The next ``count`` full unrolls (default: a whole learner batch) and the episodes finished since."""
-        B = count or self.cfg.batch_size  # the source decides (a replay source takes fewer)
+        B = self.cfg.batch_size if count is None else count  # the source decides (0: episodes only)
         t0 = time.perf_counter()
         with self.cond:
             waited = len(self.full) < B

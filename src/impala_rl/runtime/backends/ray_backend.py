@@ -361,7 +361,7 @@ class RayBackend:
         """The next ``count`` unrolls (default: a whole learner batch) and the episodes finished since."""
         if self.closed:
             raise RuntimeError("backend is closed")
-        B = count or self.cfg.batch_size  # the source decides (a replay source takes fewer)
+        B = self.cfg.batch_size if count is None else count  # the source decides (0: episodes only)
         t0 = time.perf_counter()
         if self.cfg.sync_weights and not self.round:
             self.round = set(self.handles)  # a new batch: one unroll of every actor at the newest version

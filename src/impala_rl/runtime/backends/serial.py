@@ -44,7 +44,7 @@ class SerialBackend:
 
     def get_batch(self, count: int | None = None) -> tuple[Batch, list[EpisodeStats]]:
         """The next ``count`` unrolls (default: a whole learner batch), acting until there are enough."""
-        count = count or self.cfg.batch_size  # the source decides (a replay source takes fewer)
+        count = self.cfg.batch_size if count is None else count  # the source decides (0: episodes only)
         finished: list[EpisodeStats] = []
         t0 = time.perf_counter()
         with torch.inference_mode():
