@@ -98,23 +98,36 @@ def test_the_window_caps_slots_granted_or_full():
 
 
 def test_the_window_shrinks_while_a_spare_batch_waits_and_grows_when_the_learner_waits():
-    backend = _backend(num_actors=2, envs_per_actor=4, free=0)
+    backend = _backend(num_actors=2, envs_per_actor=4, free=40)
     backend.cfg.slots = 40
-    backend.window = 40
-    backend.full.extend(range(8))  # after taking a batch of 4, another whole batch waits
-    backend._pace(count=4, waited=False)
+    backend.pace, backend.window = True, 40
+    backend.full.extend(range(100, 108))  # after taking a batch of 4, another whole batch waits
+    backend._narrow(count=4)
     assert backend.window == 36
     backend.full.clear()
-    backend._pace(count=4, waited=False)  # nothing spare, the learner did not wait: keep
+    backend._narrow(count=4)  # nothing spare: keep
     assert backend.window == 36
-    backend._pace(count=4, waited=True)
-    assert backend.window == 40
-    backend._pace(count=4, waited=True)
+    backend._widen(count=4)  # the learner waits: one unroll wider, and the freed slots go out
+    assert backend.window == 40 and sorted(len(h.held) for h in backend.actors.values()) == [8, 8]
+    backend._widen(count=4)
     assert backend.window == 40  # never above the slots
-    backend.full.extend(range(100))
+    backend.full.extend(range(200, 300))
     for _ in range(20):
-        backend._pace(count=6, waited=False)
+        backend._narrow(count=6)
     assert backend.window == 8  # never below one batch, in whole unrolls (6 -> 2 unrolls of 4)
+
+
+def test_a_waiting_learner_never_stalls_on_a_narrow_window():
+    # Batch 6 with unrolls of 4: 5 slots full (a batch not a multiple of the unroll), none held,
+    # window at its floor of 8. Granting one more unroll would exceed it; widening must allow it.
+    backend = _backend(num_actors=2, envs_per_actor=4, free=20)
+    backend.cfg.slots = 25
+    backend.pace, backend.window = True, 8
+    backend.full.extend(range(100, 105))
+    assert not backend._in_window(4)
+    backend._widen(count=6)
+    held = sum(len(h.held) for h in backend.actors.values())
+    assert len(backend.full) + held >= 6 and held >= 4
 
 
 def _lag_with_a_slow_learner(pace: bool) -> float:

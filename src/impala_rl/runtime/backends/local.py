@@ -306,17 +306,24 @@ class LocalBackend:
         committed = len(self.full) + sum(len(h.held) for h in self.actors.values())
         return committed + n <= self.window
 
-    def _pace(self, count: int, waited: bool) -> None:
-        """Resize the window after the learner took ``count`` unrolls (under self.cond): one
-        actor's unroll smaller if another whole batch is already waiting, larger if the
-        learner had to wait; never below one batch (rounded up to whole unrolls) nor above
-        the slots."""
+    def _widen(self, count: int) -> None:
+        """The learner must wait for ``count`` full unrolls (under self.cond): one actor's
+        unroll larger, and at least enough to grant what the batch still lacks beyond the
+        slots full or held (no stall whatever the window had shrunk to); then grant."""
+        n = self.cfg.envs_per_actor
+        held = sum(len(h.held) for h in self.actors.values())
+        lacking = max(0, count - len(self.full) - held)
+        self.window = min(self.cfg.slots, max(self.window + n, len(self.full) + held + -(-lacking // n) * n))
+        self._grant_all()
+
+    def _narrow(self, count: int) -> None:
+        """After the learner took ``count`` unrolls without waiting (under self.cond): one actor's
+        unroll smaller if another whole batch is already waiting; never below one batch
+        (rounded up to whole unrolls)."""
         n = self.cfg.envs_per_actor
         floor = -(-count // n) * n
-        if waited:
-            self.window = min(self.cfg.slots, self.window + n)
-        elif len(self.full) >= count:
-            self.window = max(floor, self.window - n)
+        if len(self.full) >= count:
+            self.window = self.window - n
         self.window = max(floor, self.window)
 
     def _grant_all(self) -> None:
@@ -410,6 +417,8 @@ class LocalBackend:
         t0 = time.perf_counter()
         with self.cond:
             waited = len(self.full) < B
+            if waited and self.pace:
+                self._widen(B)
             while len(self.full) < B:
                 if self.fatal:
                     raise ActorFailure(self.fatal)
@@ -417,8 +426,8 @@ class LocalBackend:
                     raise RuntimeError("backend is closed")
                 self.cond.wait(timeout=1.0)
             idx = [self.full.popleft() for _ in range(B)]
-            if self.pace:
-                self._pace(B, waited)
+            if self.pace and not waited:
+                self._narrow(B)
         self.wait_time += time.perf_counter() - t0
         batch = self.spec.gather(self.buffers, idx, pin_memory=self.pin_memory)
         with self.cond:
