@@ -28,6 +28,7 @@ def train(env: str | None = None, config: TrainConfig | None = None, preset: str
     to ``runs/<env>-<time>`` as on the command line; a directory that already holds a run
     is refused (``ConfigError``) rather than overwritten.
     """
+    from impala_rl.agents import agent_presets
     from impala_rl.config import ConfigError
     from impala_rl.logging import setup_logging
     from impala_rl.runtime.rundirs import check_run_dir, make_run_dir, with_run_dir
@@ -35,7 +36,10 @@ def train(env: str | None = None, config: TrainConfig | None = None, preset: str
 
     if (env is None) == (config is None):
         raise ConfigError("give either env (with field overrides) or config")
-    cfg = config.validate() if config is not None else TrainConfig.for_env(env, preset=preset, **overrides)
+    if config is None:  # the agent's own presets (IMPALA's: impala_rl.presets)
+        config = TrainConfig.for_env(env, preset=preset, presets=agent_presets(overrides.get("agent", "impala")),
+                                     **overrides)
+    cfg = config.validate()
     cfg = with_run_dir(cfg)
     check_run_dir(cfg, resuming=False)  # the command line's policy (runtime/rundirs.py)
     trainer = Trainer(cfg)  # checks everything before anything is written

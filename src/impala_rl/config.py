@@ -215,16 +215,19 @@ class TrainConfig:
                              "step. An environment's own limit ends episodes sooner. 0 = no cap.", "logging")
 
     @classmethod
-    def for_env(cls, env: str, preset: str | None = "auto", **overrides: Any) -> "TrainConfig":
+    def for_env(cls, env: str, preset: str | None = "auto", presets: tuple[dict, dict] | None = None,
+                **overrides: Any) -> "TrainConfig":
         """The config ``impala train --env ENV`` would run: the environment family's preset
         applied to every field not in ``overrides`` (``preset=None``: the paper's defaults;
-        or a family name from ``PRESETS``). Raises ConfigError / UnknownEnvError (ValueErrors)."""
+        or a family name from ``PRESETS``). ``presets``: (by family, by env id) to take them
+        from, as :func:`impala_rl.agents.agent_presets` gives them (default: IMPALA's, in
+        :mod:`impala_rl.presets`). Raises ConfigError / UnknownEnvError (ValueErrors)."""
         cfg = cls(env=env, **overrides)
         if preset == "auto":
             from impala_rl.envs import env_family  # opens the environment once to read its action space
 
             preset = env_family(env)
-        return apply_preset(cfg, set(overrides) | {"env"}, preset)[0].validate()
+        return apply_preset(cfg, set(overrides) | {"env"}, preset, presets)[0].validate()
 
     # ---------------------------------------------------------------- derived values
     @property
@@ -460,16 +463,21 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def apply_preset(cfg: TrainConfig, explicit: set[str], family: str | None) -> tuple[TrainConfig, dict[str, Any]]:
+def apply_preset(cfg: TrainConfig, explicit: set[str], family: str | None,
+                 presets: tuple[dict, dict] | None = None) -> tuple[TrainConfig, dict[str, Any]]:
     """Return (config with ``family``'s preset applied to non-explicit fields, the changes made).
 
-    ``family`` None applies no preset. Either way, PopArt turns reward clipping off unless
-    ``reward_clip`` is explicit (the PopArt paper trains on unclipped rewards)."""
-    if family is not None and family not in PRESETS:
-        raise ConfigError(f"no preset for environment family {family!r}; known: {', '.join(PRESETS)}")
-    preset = PRESETS[family] if family is not None else {}
+    ``presets``: (by family, by environment id), an agent's own (``AgentBase.PRESETS``,
+    ``ENV_PRESETS``); default: IMPALA's (:mod:`impala_rl.presets`). An agent that declares
+    none gets none: the flags' defaults. ``family`` None applies no preset. Either way,
+    PopArt turns reward clipping off unless ``reward_clip`` is explicit (the PopArt paper
+    trains on unclipped rewards)."""
+    by_family, by_env = presets if presets is not None else (PRESETS, ENV_PRESETS)
+    if family is not None and by_family and family not in by_family:
+        raise ConfigError(f"no preset for environment family {family!r}; known: {', '.join(by_family)}")
+    preset = by_family.get(family, {}) if family is not None else {}
     if family is not None:
-        preset = {**preset, **ENV_PRESETS.get(cfg.env, {})}
+        preset = {**preset, **by_env.get(cfg.env, {})}
     changes = {k: v for k, v in preset.items() if k not in explicit and getattr(cfg, k) != v}
     if changes.get("popart", cfg.popart) and "reward_clip" not in explicit and \
             changes.get("reward_clip", cfg.reward_clip) != 0.0:

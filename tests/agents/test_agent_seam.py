@@ -101,3 +101,20 @@ def test_the_agents_option_changes_its_loss(tmp_path):
     loss1, m1, _ = bonus.loss(model, batch)
     assert float(m0["reinforce_entropy"]) > 0.5  # near log 2 for a fresh policy
     assert loss1.detach().item() == pytest.approx(loss0.detach().item() - float(m1["reinforce_entropy"]), abs=1e-6)
+
+
+def test_an_agent_declares_its_own_presets():
+    from impala_rl.agents import agent_presets
+    from impala_rl.cli.train import config_with_preset
+    from impala_rl.config import PRESETS, TrainConfig
+
+    assert agent_presets("impala")[0] is PRESETS  # IMPALA's are the project's tuned values
+    agent = "reinforce_agent:ReinforceAgent"
+    cfg, note = config_with_preset({"env": "CartPole-v1", "agent": agent})
+    # its classic_control values, and none of IMPALA's (whose preset gives CartPole an MLP torso and batch 16)
+    assert (cfg.optimizer, cfg.batch_size, cfg.reward_clip) == ("adam", 4, 0.0)
+    assert cfg.torso == TrainConfig().torso and "batch_size=4" in note
+    acrobot, _ = config_with_preset({"env": "Acrobot-v1", "agent": agent, "batch_size": 2})
+    assert (acrobot.discount, acrobot.batch_size) == (0.995, 2)  # by env id on top; flags given win
+    api = TrainConfig.for_env("CartPole-v1", presets=agent_presets(agent), agent=agent)
+    assert (api.optimizer, api.batch_size) == ("adam", 4)

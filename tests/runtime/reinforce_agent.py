@@ -43,6 +43,8 @@ class PolicyNet(nn.Module):
 class ReinforceAgent(AgentBase):
     name = "reinforce"
     HYPERPARAMETERS = ("discount",)  # its loss reads the discount from the config in force
+    PRESETS = {"classic_control": {"optimizer": "adam", "batch_size": 4, "reward_clip": 0.0}}  # its own, not IMPALA's
+    ENV_PRESETS = {"Acrobot-v1": {"discount": 0.995}}
 
     @dataclass
     class Options:

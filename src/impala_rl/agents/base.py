@@ -160,10 +160,16 @@ class AgentBase:
         RESUME_FIXED: the config fields a resumed run cannot change because they define
             what its network's weights and its own state mean (with the runtime's: the
             environment, the agent, the optimiser).
+        PRESETS: its values by environment family (``impala_rl.envs.env_family``: atari,
+            classic_control, continuous, minatar), applied by ``impala train --agent NAME``
+            to the fields not given; an empty dict: none (the flags' defaults).
+        ENV_PRESETS: its values by environment id, on top of the family's.
     """
 
     HYPERPARAMETERS: tuple[str, ...] = ()
     RESUME_FIXED: tuple[str, ...] = ()
+    PRESETS: dict[str, dict[str, Any]] = {}
+    ENV_PRESETS: dict[str, dict[str, Any]] = {}
 
     def __init__(self, cfg: TrainConfig, env_spec: "EnvSpec", actor: int | None = None):
         self.cfg = cfg
@@ -206,6 +212,12 @@ class AgentBase:
 
 RUNTIME_RESUME_FIXED = ("env", "agent", "full_action_space", "optimizer")
 """Config fields no resumed run may change, whatever its agent (see AgentBase.RESUME_FIXED)."""
+
+
+def agent_presets(name: str) -> tuple[dict, dict]:
+    """(presets by family, presets by environment id) the agent ``name`` declares."""
+    cls = agent_class(name)
+    return cls.PRESETS, cls.ENV_PRESETS
 
 
 def resume_fixed(cfg: TrainConfig) -> tuple[str, ...]:

@@ -18,23 +18,26 @@ def config_with_preset(explicit: dict, preset: str | None = "auto"):
     Checks the environment id first (one line for an unknown id). Callers print the note
     only once the config is valid: a bad input gets one line.
     """
-    from impala_rl.config import PRESETS, TrainConfig, apply_preset
+    from impala_rl.agents import agent_presets
+    from impala_rl.config import TrainConfig, apply_preset
     from impala_rl.envs import env_family
 
     cfg = TrainConfig(**explicit)
     try:
         family = env_family(cfg.env)
-    except ValueError as e:  # UnknownEnvError
+        presets = agent_presets(cfg.agent)  # the agent's own values (IMPALA's: impala_rl.presets)
+    except ValueError as e:  # UnknownEnvError, ConfigError (an unknown agent)
         raise UsageError(str(e)) from None
     if preset is None:
-        cfg, changes = apply_preset(cfg, set(explicit), None)
+        cfg, changes = apply_preset(cfg, set(explicit), None, presets)
         return cfg, (f"[impala] no preset for {cfg.env}: the paper's Atari defaults plus your flags"
                      + (" (reward_clip=0.0: PopArt trains on unclipped rewards)" if changes else ""))
     if preset != "auto":
-        if preset not in PRESETS:
-            raise UsageError(f"--preset {preset} is not one of: {', '.join(PRESETS)}")
+        if preset not in presets[0]:
+            known = ", ".join(presets[0]) or f"none (agent {cfg.agent} declares no presets)"
+            raise UsageError(f"--preset {preset} is not one of: {known}")
         family = preset
-    cfg, changes = apply_preset(cfg, set(explicit), family)
+    cfg, changes = apply_preset(cfg, set(explicit), family, presets)
     note = (f"[impala] preset '{family}' for {cfg.env}: " + ", ".join(f"{k}={v}" for k, v in changes.items())
             + " (--no-preset keeps the paper's defaults)") if changes else ""
     return cfg, note

@@ -29,6 +29,7 @@ from impala_rl.envs import is_minatar
 from impala_rl.envs.spec import EnvSpec
 from impala_rl.envs.tasks import MASKED_LOGIT, action_mask, task_ids, task_labels
 from impala_rl.models import ImpalaNet, NetConfig, net_inputs
+from impala_rl.presets import ENV_PRESETS, PRESETS
 
 
 def resolve_torso(cfg: TrainConfig, env_spec: EnvSpec) -> str:
@@ -91,6 +92,7 @@ class ImpalaAgent(AgentBase):
 
     name = "impala"
     HYPERPARAMETERS = ("entropy_cost", "baseline_cost")
+    PRESETS, ENV_PRESETS = PRESETS, ENV_PRESETS  # impala_rl.presets: the project's tuned values are IMPALA's
     RESUME_FIXED = ("torso", "use_lstm", "lstm_size", "mlp_sizes", "mlp_activation", "value_torso",
                     "normalize_observations", "popart", "bounded_mean")
 
