@@ -99,7 +99,7 @@ def test_the_window_caps_slots_granted_or_full():
 
 def test_the_window_shrinks_while_a_spare_batch_waits_and_grows_when_the_learner_waits():
     backend = _backend(num_actors=2, envs_per_actor=4, free=40)
-    backend.cfg.slots = 40
+    backend.cfg.slots, backend.cfg.total_envs = 40, 8
     backend.pace, backend.window = True, 40
     backend.full.extend(range(100, 108))  # after taking a batch of 4, another whole batch waits
     backend._narrow(count=4)
@@ -115,13 +115,16 @@ def test_the_window_shrinks_while_a_spare_batch_waits_and_grows_when_the_learner
     for _ in range(20):
         backend._narrow(count=6)
     assert backend.window == 8  # never below one batch, in whole unrolls (6 -> 2 unrolls of 4)
+    backend.cfg.total_envs = 12
+    backend._narrow(count=6)
+    assert backend.window == 12  # nor below one unroll in flight per actor (3 actors x 4 envs)
 
 
 def test_a_waiting_learner_never_stalls_on_a_narrow_window():
     # Batch 6 with unrolls of 4: 5 slots full (a batch not a multiple of the unroll), none held,
     # window at its floor of 8. Granting one more unroll would exceed it; widening must allow it.
     backend = _backend(num_actors=2, envs_per_actor=4, free=20)
-    backend.cfg.slots = 25
+    backend.cfg.slots, backend.cfg.total_envs = 25, 8
     backend.pace, backend.window = True, 8
     backend.full.extend(range(100, 105))
     assert not backend._in_window(4)
@@ -157,9 +160,10 @@ def _lag_with_a_slow_learner(pace: bool) -> float:
 
 
 def test_pacing_keeps_the_policy_lag_near_one_update_when_the_learner_is_the_bottleneck():
-    # Without pacing the actors fill every slot (2 x 4 envs + 2 = 10 slots, 5 batches), so each
-    # batch waits behind four others; with it the next batch is acted while this one trains.
+    # Without pacing the actors fill every slot (2 x 2 x 2 envs + 2 = 10 slots, 5 batches), so
+    # each batch waits behind four others (lag 5 here); with it each actor keeps one unroll in
+    # flight (2 batches) while this one trains (lag 2 here).
     unpaced = _lag_with_a_slow_learner(pace=False)
     paced = _lag_with_a_slow_learner(pace=True)
-    assert unpaced >= 3.0
-    assert paced <= 1.5
+    assert unpaced >= 4.0
+    assert paced <= 2.5

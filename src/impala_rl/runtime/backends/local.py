@@ -15,9 +15,10 @@ Transport (torchbeast-style, made kill-safe):
 - Pacing (``--pace-actors``, the default): the slots granted or full, not yet taken by
   the learner, are capped by a window. Each time the learner takes a batch, the window
   shrinks by one actor's unroll if a spare batch was already waiting and grows by one if
-  the learner had to wait. A learner-bound run settles where the next batch is acted
-  while the learner trains on this one (policy lag near 1 update, not num_slots / batch:
-  5 for the Atari preset); an actor-bound run keeps every slot in use, as without it.
+  the learner had to wait, never below one batch nor one unroll in flight per actor. A
+  learner-bound run settles where the next batches are acted while the learner trains on
+  this one (policy lag 1-2 updates, not num_slots / batch: 5 for the Atari preset); an
+  actor-bound run keeps every slot in use, as without it.
 - Weights are published into one shared-memory copy guarded by a sequence counter
   (a seqlock: no lock to die holding); actors pick up the newest version at the start
   of each unroll. In sync mode they wait for a version newer than their last unroll's.
@@ -319,9 +320,11 @@ class LocalBackend:
     def _narrow(self, count: int) -> None:
         """After the learner took ``count`` unrolls without waiting (under self.cond): one actor's
         unroll smaller if another whole batch is already waiting; never below one batch
-        (rounded up to whole unrolls)."""
+        (rounded up to whole unrolls) nor below one unroll in flight per actor (a floor of one
+        batch let only one of Pong's two actors act at a time: the learner waited for it 20%
+        of the time, and trained 20% slower)."""
         n = self.cfg.envs_per_actor
-        floor = -(-count // n) * n
+        floor = max(-(-count // n) * n, self.cfg.total_envs)
         if len(self.full) >= count:
             self.window = self.window - n
         self.window = max(floor, self.window)
