@@ -39,12 +39,13 @@ def test_the_layout_carries_the_agents_records_and_state():
     agent = make_agent(TrainConfig(agent=AGENT), env_spec)
     spec = RolloutSpec.for_agent(5, env_spec, agent)
     assert spec.row_fields()["logp"] == ((), torch.float32) and "policy_params" not in spec.row_fields()
-    assert spec.state_names == ("steps",) and set(spec.slot_fields()) == {"version", "task", "steps"}
+    assert spec.state_names == ("steps",) and set(spec.slot_fields()) == {"version", "task", "stream", "steps"}
     assert spec.allocate(3)["logp"].shape == (3, 6)
 
 
 def test_unknown_agents_are_refused_with_what_is_accepted():
-    with pytest.raises(ConfigError, match=r"agent 'dqn' is not one of: impala \(or module:Class\)"):
+    with pytest.raises(ConfigError, match=r"agent 'dqn' is not one of: impala, rainbow \(or module:Class\); DQN is --agent rainbow "
+                       r"--agent-options double=false,"):
         agent_class("dqn")
     with pytest.raises(ConfigError, match=r"agent 'nowhere:Agent' cannot be loaded \(ModuleNotFoundError"):
         agent_class("nowhere:Agent")

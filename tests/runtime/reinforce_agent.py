@@ -76,7 +76,7 @@ class ReinforceAgent(AgentBase):
     def state_fields(self):
         return {"steps": ((), torch.float32)}
 
-    def act(self, out, generator, greedy=False, task=None):
+    def act(self, out, generator, greedy=False, task=None, streams=None):
         logits = out.policy_params[0]
         if greedy:
             action = logits.argmax(-1)

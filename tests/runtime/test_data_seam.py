@@ -120,7 +120,7 @@ class ReplayOnly:
         self.taken.append(take)
         batch, idx = self.buffer.sample(self.batch_size)
         batch.update(replayed=torch.ones(self.batch_size, dtype=torch.bool), replay_index=idx,
-                     fresh_unrolls=torch.tensor(take))
+                     fresh_steps=torch.tensor(take * (batch["obs"].shape[0] - 1)))
         return batch, episodes
 
     def feedback(self, batch, per_unroll):

@@ -54,7 +54,8 @@ if TYPE_CHECKING:
 Fields = dict[str, tuple[tuple, torch.dtype]]
 """name -> (shape of one entry, dtype)."""
 
-AGENTS: dict[str, str] = {"impala": "impala_rl.agents.impala:ImpalaAgent"}
+AGENTS: dict[str, str] = {"impala": "impala_rl.agents.impala:ImpalaAgent",
+                          "rainbow": "impala_rl.agents.rainbow:RainbowAgent"}
 """Registered agents: name -> ``module:Class``. ``--agent`` also takes ``module:Class`` directly."""
 
 
@@ -127,10 +128,11 @@ class Agent(Protocol):
         """The recurrent state, by name, in the order of the network's ``core_state`` tuple."""
 
     def act(self, out: Any, generator: torch.Generator, greedy: bool = False,
-            task: torch.Tensor | None = None) -> Action:
+            task: torch.Tensor | None = None, streams: torch.Tensor | None = None) -> Action:
         """Actions and recorded extras from the network's output for one step ([1, N, ...]);
         ``greedy`` (``impala eval``) takes the most likely action instead of sampling;
-        ``task`` (int64 ``[N]``) is each environment's task (:mod:`impala_rl.envs.tasks`)."""
+        ``task`` (int64 ``[N]``) is each environment's task (:mod:`impala_rl.envs.tasks`);
+        ``streams`` (int64 ``[N]``) the run's numbers of the environments (None: evaluation)."""
 
     def value(self, out: Any, task: torch.Tensor | None = None) -> torch.Tensor:
         """float32 ``[N]``: the state values in ``out`` (one step) of each env's ``task``, in reward units."""
@@ -200,6 +202,12 @@ class AgentBase:
     def after_update(self, model: torch.nn.Module, output: LossOutput) -> dict[str, float]:
         return {}
 
+    def make_source(self, backend) -> Any:
+        """The data source the learner trains from (:mod:`impala_rl.runtime.sources`), or None
+        for the runtime's own choice from the config (fresh unrolls, or ``--replay-proportion``'s
+        mixed replay). Rainbow returns its prioritised replay."""
+        return None
+
     def state_dict(self) -> dict:
         """The agent's own state beside the network's (a target network, counters); checkpointed
         with the learner and copied by PBT's exploit."""
@@ -229,7 +237,9 @@ def agent_class(name: str) -> type:
     """The class ``--agent name`` refers to: a registered name or ``module:Class``."""
     target = AGENTS.get(name, name)
     if ":" not in target:
-        raise ConfigError(f"agent '{name}' is not one of: {', '.join(AGENTS)} (or module:Class)")
+        hint = ("; DQN is --agent rainbow --agent-options double=false,prioritized=false,dueling=false,"
+                "multistep=false,distributional=false,noisy=false" if name.lower() == "dqn" else "")
+        raise ConfigError(f"agent '{name}' is not one of: {', '.join(AGENTS)} (or module:Class){hint}")
     module_name, _, class_name = target.partition(":")
     try:
         return getattr(importlib.import_module(module_name), class_name)

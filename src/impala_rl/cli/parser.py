@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser("presets", help="list each environment family's preset values")
+    pr.add_argument("--agent", default="impala", help="whose presets: impala (default), rainbow, or module:Class")
     pr.set_defaults(func=cmd_presets)
 
     pl = sub.add_parser("plot", help="plot learning curves (episode return vs frames)")

@@ -83,17 +83,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from impala_rl.config import ENV_PRESETS, PRESETS, TrainConfig, flag_value
+    import dataclasses
 
+    from impala_rl.agents.base import agent_class
+    from impala_rl.config import ConfigError, TrainConfig, flag_value
+
+    try:
+        cls = agent_class(args.agent)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
     defaults = TrainConfig()
-    headings = [(f"{family}:", values) for family, values in PRESETS.items()]
-    headings += [(f"{env} (on top of its family's preset):", values) for env, values in ENV_PRESETS.items()]
+    label = "paper default" if args.agent == "impala" else "flag default"  # TrainConfig's defaults are IMPALA's paper's
+    headings = [(f"{family}:", values) for family, values in cls.PRESETS.items()]
+    headings += [(f"{env} (on top of its family's preset):", values) for env, values in cls.ENV_PRESETS.items()]
+    print(f"agent {args.agent}" + ("" if headings else ": no presets (the flags' defaults)"))
     for heading, values in headings:
         print(heading)
         for name, value in values.items():
-            print(f"  --{name.replace('_', '-'):<24} {flag_value(value):<12} (paper default: "
+            print(f"  --{name.replace('_', '-'):<24} {flag_value(value):<12} ({label}: "
                   f"{flag_value(getattr(defaults, name))})")
     print("Applied to the options not given on the command line; --preset NAME picks one, --no-preset none.")
+    options = getattr(cls, "Options", None)
+    if dataclasses.is_dataclass(options):
+        print(f"--agent-options of {args.agent} (key=value,...), with their defaults:")
+        for f in dataclasses.fields(options):
+            print(f"  {f.name:<24} {flag_value(f.default)}")
     return 0
 
 

@@ -38,6 +38,9 @@ class Actor:
         episodic_life: treat a lost life as terminal for learning.
         forward: what computes the policy (default: ``model``; a
             :class:`~impala_rl.runtime.inference.RemoteForward` under central inference).
+        streams: the run's numbers of these environments (default ``0..N-1``), stored per
+            unroll (``stream``) and given to :meth:`Agent.act` (an agent may act differently
+            per environment: Ape-X's exploration rates).
 
     An unroll is ``begin``, then T times ``send`` (start the envs on the current
     actions) and ``receive`` (collect their results, act, write the row), then ``end``;
@@ -47,7 +50,7 @@ class Actor:
 
     def __init__(self, spec: RolloutSpec, model: torch.nn.Module, agent, envs, seed: int,
                  reward_clip: float = 1.0, episodic_life: bool = False, forward=None,
-                 local_bootstrap: bool = False):
+                 local_bootstrap: bool = False, streams=None):
         self.spec = spec
         self.model = model
         self.agent = agent
@@ -64,6 +67,9 @@ class Actor:
         n = self.num_envs
         # Each environment's task (several tasks: impala_rl.envs.tasks.TaskEnvGroup), stored per unroll.
         self.task = torch.as_tensor(getattr(envs, "task_ids", np.zeros(n, np.int64)), dtype=torch.int64)
+        self.streams = torch.arange(n) if streams is None else torch.as_tensor(list(streams), dtype=torch.int64)
+        if self.streams.shape != (n,):
+            raise ValueError(f"need {n} stream numbers (one per environment), got {tuple(self.streams.shape)}")
         # The last row written (row T of the previous unroll = row 0 of the next).
         self.row = {name: torch.zeros((n,) + shape, dtype=dtype)
                     for name, (shape, dtype) in spec.row_fields().items()}
@@ -93,7 +99,7 @@ class Actor:
     def _act(self, state: tuple) -> tuple:
         """Fill the current row's action and the agent's records; return the state after it."""
         out, new_state = self._forward(self.row, state)
-        action, record = self.agent.act(out, self.generator, task=self.task)
+        action, record = self.agent.act(out, self.generator, task=self.task, streams=self.streams)
         self.row["action"].copy_(action)
         for name, value in record.items():
             self.row[name].copy_(value)
@@ -119,6 +125,7 @@ class Actor:
         self._write_row()
         buffers["version"][self._idx] = version
         buffers["task"][self._idx] = self.task
+        buffers["stream"][self._idx] = self.streams
         for name, value in zip(self.spec.state_names, self.state_before_row, strict=True):
             buffers[name][self._idx] = value
         self._state = self.state_after_row

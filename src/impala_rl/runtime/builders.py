@@ -105,15 +105,16 @@ def build_actor(cfg: TrainConfig, env_spec: EnvSpec, actor_id: int, restart: int
     sizes = [len(part) for part in _split(cfg.envs_per_actor, cfg.env_groups)]
     actors, first_env = [], actor_id * cfg.envs_per_actor
     for g, size in enumerate(sizes):
+        streams = range(first_env, first_env + size)
         if env_spec.tasks:  # environment j of the run plays task j % K
             envs = make_task_env_group(env_spec, env_tasks(size, first_env, env_spec.num_tasks), seed + 101 * g,
                                        atari=atari_options(cfg), native=cfg.native_env)
-            first_env += size
         else:
             envs = make_env_group(cfg.env, size, seed + 101 * g, atari=atari_options(cfg), native=cfg.native_env)
+        first_env += size
         actors.append(Actor(spec, model, agent, envs, seed=seed + 101 * g,
                             reward_clip=cfg.reward_clip, episodic_life=cfg.episodic_life, forward=forward,
-                            local_bootstrap=cfg.sync_step and forward is not None))
+                            local_bootstrap=cfg.sync_step and forward is not None, streams=streams))
     return actors[0] if len(actors) == 1 else ActorGroup(actors)
 
 

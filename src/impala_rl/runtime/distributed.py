@@ -137,7 +137,7 @@ class PeerLearner:
 
         try:
             self.backend.start()
-            run_loop(make_source(cfg, self.backend), learner, self.backend.publish,
+            run_loop(make_source(cfg, self.backend, agent=learner.agent), learner, self.backend.publish,
                      [keep_episodes, stop_on_nonfinite(learner, cfg.max_nonfinite)], cfg.total_frames)
         finally:
             self.backend.close()

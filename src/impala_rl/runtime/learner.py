@@ -120,16 +120,17 @@ class Learner:
 
     def fresh_frames(self, batch: Batch) -> int:
         """Environment frames behind a batch, counted from the data: the fresh unrolls the
-        source took from the backend for it (``fresh_unrolls``, a 0-dim tensor, where the
-        source says so: one that stores what arrives and trains on replayed unrolls only);
-        else its unrolls not marked ``replayed``; x T steps x the action repeat, times the
-        number of peer learners (each trains on a batch of its own)."""
-        if "fresh_unrolls" in batch:
-            fresh = int(batch["fresh_unrolls"])
+        source took from the backend for it, as agent steps (``fresh_steps``, a 0-dim tensor,
+        where the source says so: one that stores what arrives and trains on replayed data
+        only); else its unrolls not marked ``replayed`` x T steps; x the action repeat,
+        times the number of peer learners (each trains on a batch of its own)."""
+        if "fresh_steps" in batch:
+            steps = int(batch["fresh_steps"])
         else:
             replayed = batch.get("replayed")
             fresh = batch["version"].shape[0] - (int(replayed.sum()) if replayed is not None else 0)
-        return fresh * (batch["obs"].shape[0] - 1) * self.cfg.frames_per_step * self.cfg.num_learners
+            steps = fresh * (batch["obs"].shape[0] - 1)
+        return steps * self.cfg.frames_per_step * self.cfg.num_learners
 
     def update(self, batch: Batch) -> "StepResult":
         """Train on a batch of B unrolls ([T+1, B, ...] row fields).
@@ -144,7 +145,7 @@ class Learner:
         cfg = self.cfg
         self.frames += self.fresh_frames(batch)
         self.agent.set_progress(self.frames)
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k != "fresh_unrolls"}
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k != "fresh_steps"}
         replayed = batch.get("replayed")  # bool [B] from a replay source (runtime/replay.py)
         # Statistics kept in the network (observation normalisation) see each unroll once: the fresh ones.
         self.agent.before_updates(self.model, batch if replayed is None else

@@ -11,9 +11,10 @@ A batch carries its own bookkeeping: a replay source marks the unrolls it replay
 -1 for fresh ones); the learner counts environment frames from the fresh unrolls only
 (:meth:`impala_rl.runtime.learner.Learner.fresh_frames`), so a source may replay at any
 ratio without the frame count running ahead. A source that stores what arrives and
-trains on replayed unrolls only (after a warm-up) says how many fresh unrolls it took
-for the batch in ``fresh_unrolls`` (a 0-dim int64 tensor); ``backend.get_batch(0)``
-takes none and returns the episodes finished since the last call.
+trains on replayed data only (after a warm-up) says how many agent steps of fresh unrolls
+it took for the batch in ``fresh_steps`` (a 0-dim int64 tensor); ``backend.get_batch(0)``
+takes none and returns the episodes finished since the last call. An agent may bring its
+own source (:meth:`impala_rl.agents.AgentBase.make_source`: Rainbow's prioritised replay).
 
 Sources are chosen by name from :data:`SOURCES`; :func:`source_name` says which one a
 config asks for.
@@ -68,6 +69,9 @@ def source_name(cfg: TrainConfig) -> str:
     return "replay" if cfg.replay_proportion > 0 else "fresh"
 
 
-def make_source(cfg: TrainConfig, backend, buffer: ReplayBuffer | None = None, name: str | None = None) -> BatchSource:
-    """The source ``name`` (default: :func:`source_name`) over ``backend``."""
-    return SOURCES[name or source_name(cfg)](cfg, backend, buffer)
+def make_source(cfg: TrainConfig, backend, buffer: ReplayBuffer | None = None, name: str | None = None,
+                agent=None) -> BatchSource:
+    """The source ``name`` over ``backend``; without a name, the one ``agent`` brings
+    (:meth:`~impala_rl.agents.AgentBase.make_source`), else :func:`source_name`'s."""
+    own = agent.make_source(backend) if agent is not None and name is None else None
+    return own if own is not None else SOURCES[name or source_name(cfg)](cfg, backend, buffer)

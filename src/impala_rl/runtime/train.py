@@ -102,7 +102,7 @@ class Trainer:
         self.save_now = lambda: self.checkpoint(restarts, time.time() - start)
         try:
             backend.start()
-            stop_reason = run_loop(make_source(cfg, backend, self.replay), learner, backend.publish, hooks, cfg.total_frames)
+            stop_reason = run_loop(make_source(cfg, backend, self.replay, agent=learner.agent), learner, backend.publish, hooks, cfg.total_frames)
         except KeyboardInterrupt:
             stop_reason = "interrupted"
             log.warning("interrupted: writing a final checkpoint")

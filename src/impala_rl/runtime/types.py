@@ -27,7 +27,10 @@ observation it bootstraps from. Row k holds:
   :mod:`impala_rl.core.distributions` (logits, or mean and log-std).
 
 Per slot: ``task`` (int64), the task the unroll's environment plays (0 unless the run has
-several, :mod:`impala_rl.envs.tasks`); ``version`` (int64), the policy version that acted in rows 1..T (for the
+several, :mod:`impala_rl.envs.tasks`); ``stream`` (int64), the run's number of the environment
+that played it (actor a's environment i is ``a * envs_per_actor + i``; the unrolls of one
+stream arrive in order, each continuing the previous, which a replay that stitches them
+into one row stream relies on); ``version`` (int64), the policy version that acted in rows 1..T (for the
 policy-lag metric: learner version minus behaviour version; row 0's action was chosen
 at the end of the previous unroll, possibly by the version before), and the agent's
 recurrent state *before* row 0 (IMPALA's LSTM: ``core_h``, ``core_c``, float32 [L]), so
@@ -98,7 +101,7 @@ class RolloutSpec:
 
     def slot_fields(self) -> dict[str, tuple[tuple, torch.dtype]]:
         """name -> (shape of one slot's per-unroll value, dtype)."""
-        out = {"version": ((), torch.int64), "task": ((), torch.int64)}
+        out = {"version": ((), torch.int64), "task": ((), torch.int64), "stream": ((), torch.int64)}
         out.update({name: (shape, dtype) for name, shape, dtype in self.states})
         return out
 

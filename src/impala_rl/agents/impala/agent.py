@@ -136,7 +136,8 @@ class ImpalaAgent(AgentBase):
             raise ValueError("a multi-task agent needs each environment's task to mask its actions")
         return params.masked_fill(~self.mask.to(params.device)[task], MASKED_LOGIT)
 
-    def act(self, out, generator: torch.Generator, greedy: bool = False, task: torch.Tensor | None = None) -> Action:
+    def act(self, out, generator: torch.Generator, greedy: bool = False, task: torch.Tensor | None = None,
+            streams: torch.Tensor | None = None) -> Action:
         params = self.masked(out.policy_params[0], task)
         if greedy:
             return Action(distributions.mode(self.policy_type, params), {"policy_params": params})

@@ -1,0 +1,5 @@
+"""The Rainbow agent."""
+
+from impala_rl.agents.rainbow.agent import RainbowAgent, RainbowOptions
+
+__all__ = ["RainbowAgent", "RainbowOptions"]

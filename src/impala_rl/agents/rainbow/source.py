@@ -1,0 +1,148 @@
+"""Rainbow's data source: the learner trains from a prioritised replay of n-step transitions
+that the actors' unrolls fill (:class:`.replay.StreamReplay`).
+
+Each :meth:`PrioritizedSource.next_batch`:
+
+1. takes fresh unrolls from the backend until the replay holds ``warmup`` transitions and
+   the fresh agent steps taken so far cover one more update at ``replay_ratio`` updates
+   per step (the learner never runs ahead of the data; the backend's slots hold the actors
+   back when the learner is slower);
+2. stores them, stitched per environment stream, and gives every transition that became
+   complete its initial priority from what the actor recorded with its own copy of the
+   network (:func:`initial_priorities`);
+3. samples ``batch_size`` transitions by priority and lays them out as a two-row batch:
+   ``obs[0]`` = x_t, ``obs[1]`` = x_{t+n}, ``action`` [B], the window's ``window_rewards``,
+   ``window_terminals`` and ``window_bootstraps`` [B, n], the importance ``weight`` [B],
+   ``replay_index`` [B], ``version`` [B] (the policy version that acted: for the lag) and
+   ``fresh_steps`` (the agent steps taken from the backend for this batch).
+
+:meth:`~PrioritizedSource.feedback` writes the loss's new priorities back by index.
+The replay is not checkpointed: a resumed run refills it (its warm-up again) and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+
+from impala_rl.agents.rainbow.replay import StreamReplay
+from impala_rl.core import qlearning
+
+log = logging.getLogger("impala_rl")
+
+
+def frame_stack(cfg, env_spec) -> int:
+    """Frames stacked in one observation: 4 for the ALE pipeline's ``[4, 84, 84]``, else 1."""
+    return int(env_spec.obs_shape[0]) if cfg.is_atari and env_spec.is_image else 1
+
+
+def replay_layout(agent) -> dict:
+    """What :class:`StreamReplay` stores per row for ``agent``: its keyword arguments but the sizes."""
+    records = dict(agent.record_fields())
+    records["version"] = ((), torch.int64)  # the policy version that acted (the learner's lag metric)
+    return {"obs_shape": tuple(agent.env_spec.obs_shape), "obs_dtype": agent.env_spec.obs_dtype,
+            "frame_stack": frame_stack(agent.cfg, agent.env_spec), "record_fields": records}
+
+
+def replay_nbytes(agent) -> int:
+    """The replay's memory when full: capacity x bytes per row (the side store of episode starts aside)."""
+    return agent.opts.replay_capacity * StreamReplay.bytes_per_row(**replay_layout(agent))
+
+
+def make_replay(agent) -> StreamReplay:
+    cfg, o = agent.cfg, agent.opts
+    return StreamReplay(o.replay_capacity, cfg.num_actors * cfg.envs_per_actor, n_step=o.horizon,
+                        alpha=o.alpha if o.prioritized else 0.0, seed=cfg.seed, **replay_layout(agent))
+
+
+def window_fields(window: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The replay's n-step window (``rewards``, ``terminals``, ``bootstraps`` [B, n]) under the batch's names."""
+    out = {k: v for k, v in window.items() if k not in ("rewards", "terminals", "bootstraps")}
+    out.update(window_rewards=window["rewards"], window_terminals=window["terminals"],
+               window_bootstraps=window["bootstraps"])
+    return out
+
+
+def initial_priorities(agent, window: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The priorities of new transitions from the actors' records: the loss the learner would
+    compute with the actor's network as both online and target network (Ape-X)."""
+    returns, discounts = agent.n_step_targets(window)
+    taken, greedy_next = window["record_t:q_taken"], window["record_next:q_greedy"]
+    if agent.opts.distributional:
+        target = qlearning.categorical_projection(greedy_next, returns, discounts, agent.support)
+        return -(target * taken.clamp_min(1e-8).log()).sum(-1)
+    return (returns + discounts * greedy_next - taken).abs()
+
+
+class PrioritizedSource:
+    """A prioritised replay of the actors' transitions as the learner's data source (module docstring)."""
+
+    def __init__(self, agent, backend):
+        self.agent = agent
+        self.backend = backend
+        self.cfg = agent.cfg
+        self.opts = agent.opts
+        self.replay = make_replay(agent)
+        self.steps_in = 0  # fresh agent steps stored
+        self.updates = 0  # batches handed out
+        o = self.opts
+        log.info("replay: %d transitions x %d bytes = %.2f GB at most, %d-step, %s sampling, %.3g updates per agent step "
+                 "(%.3g sampled transitions per new one), warm-up %d; not checkpointed (a resumed run refills it)",
+                 o.replay_capacity, StreamReplay.bytes_per_row(**replay_layout(agent)), replay_nbytes(agent) / 1e9, o.horizon,
+                 f"prioritised (alpha {o.alpha})" if o.prioritized else "uniform", o.replay_ratio,
+                 o.replay_ratio * self.cfg.batch_size, o.warmup)
+
+    def _needs_data(self) -> bool:
+        return len(self.replay) < max(self.opts.warmup, self.cfg.batch_size) or \
+            self.updates + 1 > self.steps_in * self.opts.replay_ratio
+
+    def _ingest(self, batch: dict[str, torch.Tensor]) -> int:
+        T = batch["obs"].shape[0] - 1
+        version = batch["version"]
+        names = ("obs", "first", "action", "reward", "terminal", "bootstrap", *self.agent.record_fields())
+        for j in range(version.shape[0]):
+            rows = {name: batch[name][:, j] for name in names}
+            rows["version"] = version[j].expand(T + 1)
+            done = self.replay.add_unroll(int(batch["stream"][j]), rows)
+            if len(done):
+                self._prioritise(done)
+        return version.shape[0] * T
+
+    def _prioritise(self, index: np.ndarray) -> None:
+        if not self.opts.prioritized:
+            self.replay.set_priorities(index, np.ones(len(index)))
+            return
+        with torch.no_grad():
+            priority = initial_priorities(self.agent, window_fields(self.replay.window(index)))
+        self.replay.set_priorities(index, priority.numpy())
+
+    def next_batch(self):
+        fresh, episodes = 0, []
+        while self._needs_data():
+            need = max(1, math.ceil((self.updates + 1 - self.steps_in * self.opts.replay_ratio) /
+                                    (self.opts.replay_ratio * self.cfg.unroll_length)))
+            # Whole actor batches at a time while warming up; afterwards no more than one update needs.
+            count = min(self.cfg.num_actors * self.cfg.envs_per_actor, need)
+            batch, new_episodes = self.backend.get_batch(count)
+            episodes.extend(new_episodes)
+            steps = self._ingest(batch)
+            self.steps_in += steps
+            fresh += steps
+        sample = self.replay.sample(self.cfg.batch_size, self.agent.beta())
+        self.updates += 1
+        obs = torch.stack([sample["obs"], sample["next_obs"]])
+        B = obs.shape[1]
+        zeros = torch.zeros((2, B), dtype=torch.float32)
+        out = {"obs": obs, "first": torch.zeros((2, B), dtype=torch.bool),
+               "last_action": torch.zeros((2, B), dtype=sample["action"].dtype), "reward": zeros,
+               "action": sample["action"], **{k: v for k, v in window_fields(sample).items() if k.startswith("window_")},
+               "weight": sample["weight"].float(), "replay_index": sample["index"],
+               "version": sample["record_t:version"], "fresh_steps": torch.tensor(fresh)}
+        return out, episodes
+
+    def feedback(self, batch, per_unroll) -> None:
+        if self.opts.prioritized:
+            self.replay.set_priorities(batch["replay_index"].cpu().numpy(), per_unroll["priority"].cpu().double().numpy())
