@@ -37,6 +37,9 @@ def config_with_preset(explicit: dict, preset: str | None = "auto"):
             known = ", ".join(presets[0]) or f"none (agent {cfg.agent} declares no presets)"
             raise UsageError(f"--preset {preset} is not one of: {known}")
         family = preset
+    elif presets[0] and family not in presets[0]:  # the agent has none here: its flags' defaults (it may refuse the env)
+        cfg, _ = apply_preset(cfg, set(explicit), None, presets)
+        return cfg, f"[impala] agent {cfg.agent} has no preset for {family} environments: the flags' defaults"
     cfg, changes = apply_preset(cfg, set(explicit), family, presets)
     note = (f"[impala] preset '{family}' for {cfg.env}: " + ", ".join(f"{k}={v}" for k, v in changes.items())
             + " (--no-preset keeps the paper's defaults)") if changes else ""

@@ -1,0 +1,95 @@
+"""Rainbow through the runtime: short runs on the serial and local backends (frames counted
+from the data, every environment stream stitched into the replay, the replay ratio kept),
+the target network in checkpoints, restored by ``--resume`` and copied by PBT's exploit,
+``impala eval`` of a Rainbow run, and the one-line refusals of the CLI."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from impala_rl.checkpoint import load_checkpoint
+from impala_rl.config import TrainConfig
+from impala_rl.pbt.member import exploit
+from impala_rl.runtime.builders import build_learner, probe_env
+from impala_rl.runtime.evaluate import evaluate
+from impala_rl.runtime.train import Trainer
+
+
+def _cfg(tmp_path, **kw) -> TrainConfig:
+    base = dict(env="CartPole-v1", agent="rainbow", backend="serial", torso="mlp", mlp_sizes=(32,), num_actors=2,
+                envs_per_actor=2, unroll_length=10, batch_size=16, optimizer="adam", learning_rate=1e-3,
+                reward_clip=0.0, total_frames=1_200, seed=2, quiet=True, log_interval=100.0, learner_threads=1,
+                agent_options="replay_capacity=2000,warmup=200,target_update=50",
+                run_dir=str(tmp_path / "run"))
+    return TrainConfig(**{**base, **kw}).validate()
+
+
+@pytest.mark.parametrize("backend", ["serial", "local"])
+def test_a_run_keeps_the_replay_ratio_and_counts_frames_from_the_data(tmp_path, backend):
+    cfg = _cfg(tmp_path, backend=backend)
+    trainer = Trainer(cfg)
+    sources = []
+    original = trainer.learner.agent.make_source
+    trainer.learner.agent.make_source = lambda b: sources.append(original(b)) or sources[-1]
+    result = trainer.run()
+    assert result.stop_reason == "done"
+    source = sources[0]
+    assert result.frames == source.steps_in >= cfg.total_frames  # CartPole: one frame per agent step
+    # one update per 4 fresh steps once warm (the warm-up's 200 transitions come first, without updates)
+    assert result.version == source.updates
+    assert source.steps_in * 0.25 >= source.updates >= (source.steps_in - 200 - 40) * 0.25
+    written = source.replay._written  # rows each environment stream stored: all four streams arrived
+    assert (written > 0).all() and len(written) == 4
+    assert written.min() >= 0.5 * written.max()  # none starved (the local backend's actors race; serial alternates)
+
+
+def test_the_target_network_is_checkpointed_restored_on_resume_and_copied_by_exploit(tmp_path, caplog):
+    cfg = _cfg(tmp_path)
+    Trainer(cfg).run()
+    state = load_checkpoint(tmp_path / "run")
+    target = state["agent"]["target"]
+    assert state["agent"]["updates"] == state["version"] > 0
+    assert any(not torch.equal(target[k], state["model"][k]) for k in target)  # not merely the online weights
+    resumed = Trainer(TrainConfig(**{**cfg.__dict__, "total_frames": 2_400}), resume_state=state)
+    agent = resumed.learner.agent
+    agent.before_updates(resumed.learner.model, {})
+    for k, v in target.items():
+        assert torch.equal(agent.target.state_dict()[k], v), k
+    with caplog.at_level(logging.INFO, logger="impala_rl"):
+        resumed.run()
+    assert "not checkpointed (a resumed run refills it)" in caplog.text
+    other = build_learner(_cfg(tmp_path, seed=9), probe_env(cfg))
+    other.agent.before_updates(other.model, {})
+    exploit(other, state)
+    for k, v in target.items():
+        assert torch.equal(other.agent.target.state_dict()[k], v), k
+
+
+def test_impala_eval_plays_a_rainbow_run_greedily_on_its_q_values(tmp_path):
+    cfg = _cfg(tmp_path)
+    Trainer(cfg).run()
+    first = evaluate(tmp_path / "run", episodes=2, seed=4)
+    again = evaluate(tmp_path / "run", episodes=2, seed=4)
+    assert first.policy == "greedy" and first.returns == again.returns  # noisy layers off, argmax Q: deterministic
+    assert all(r >= 1 for r in first.returns)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--env", "Pendulum-v1"], "--agent rainbow needs discrete actions; Pendulum-v1 has a continuous"),
+    (["--env", "CartPole-v1", "--agent-options", "dueling=maybe"], "agent option dueling=maybe: expected a bool"),
+    (["--env", "CartPole-v1", "--agent-options", "replay_capacity=10000000000"], "the replay needs "),
+    (["--env", "CartPole-v1", "--agent-options", "warmup=5000,replay_capacity=1000"],
+     "warmup=5000 exceeds replay_capacity=1000: the replay could never hold enough"),
+])
+def test_bad_input_is_one_line_and_exit_2_and_leaves_no_run_directory(tmp_path, flags, message):
+    proc = subprocess.run([sys.executable, "-m", "impala_rl.cli", "train", "--agent", "rainbow", *flags,
+                           "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "run").exists()
