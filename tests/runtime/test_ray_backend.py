@@ -362,3 +362,22 @@ def test_an_agent_defined_outside_the_package_runs_on_ray(joined_ray):
     finally:
         backend.close()
     assert learner.version == 4 and learner.agent.updates == 4
+
+
+def test_rainbow_learns_from_ray_actors_through_its_prioritised_replay(joined_ray):
+    from impala_rl.runtime.loop import run_loop
+
+    cfg = make_cfg(agent="rainbow", optimizer="adam", batch_size=8, unroll_length=10, mlp_sizes=(32,),
+                   agent_options="replay_capacity=2000,warmup=100")
+    env_spec = probe_env(cfg)
+    learner = build_learner(cfg, env_spec)
+    backend = ray_backend.RayBackend(cfg, env_spec, learner.model)
+    source = learner.agent.make_source(backend)
+    try:
+        backend.start()
+        run_loop(source, learner, backend.publish, [], total_frames=600)
+    finally:
+        backend.close()
+    assert learner.frames == source.steps_in >= 600 and learner.version == source.updates > 0
+    assert (source.replay._written > 0).all()  # both Ray actors' streams (2 x 2 environments) were stitched in
+    assert learner.agent.target is not None and learner.agent.updates == learner.version
