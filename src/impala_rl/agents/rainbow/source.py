@@ -3,10 +3,10 @@ that the actors' unrolls fill (:class:`.replay.StreamReplay`).
 
 Each :meth:`PrioritizedSource.next_batch`:
 
-1. takes fresh unrolls from the backend until the replay holds ``warmup`` transitions and
-   the fresh agent steps taken so far cover one more update at ``replay_ratio`` updates
-   per step (the learner never runs ahead of the data; the backend's slots hold the actors
-   back when the learner is slower);
+1. takes fresh unrolls from the backend until the replay holds ``warmup`` transitions, and
+   from then on while one more update would exceed ``replay_ratio`` updates per fresh agent
+   step taken since the warm-up (the learner never runs ahead of the data; the backend's
+   slots hold the actors back when the learner is slower);
 2. stores them, stitched per environment stream, and gives every transition that became
    complete its initial priority from what the actor recorded with its own copy of the
    network (:func:`initial_priorities`);
@@ -23,7 +23,6 @@ The replay is not checkpointed: a resumed run refills it (its warm-up again) and
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 import torch
@@ -88,6 +87,7 @@ class PrioritizedSource:
         self.replay = make_replay(agent)
         self.steps_in = 0  # fresh agent steps stored
         self.updates = 0  # batches handed out
+        self.warm_steps: int | None = None  # steps stored when the warm-up was complete
         o = self.opts
         log.info("replay: %d transitions x %d bytes = %.2f GB at most, %d-step, %s sampling, %.3g updates per agent step "
                  "(%.3g sampled transitions per new one), warm-up %d; not checkpointed (a resumed run refills it)",
@@ -96,8 +96,13 @@ class PrioritizedSource:
                  o.replay_ratio * self.cfg.batch_size, o.warmup)
 
     def _needs_data(self) -> bool:
-        return len(self.replay) < max(self.opts.warmup, self.cfg.batch_size) or \
-            self.updates + 1 > self.steps_in * self.opts.replay_ratio
+        """Until the warm-up is stored, and then while one more update would exceed the replay
+        ratio of the steps taken since (Dopamine's: the warm-up's steps earn no updates)."""
+        if self.warm_steps is None:
+            if len(self.replay) < max(self.opts.warmup, self.cfg.batch_size):
+                return True
+            self.warm_steps = self.steps_in
+        return self.updates + 1 > (self.steps_in - self.warm_steps) * self.opts.replay_ratio
 
     def _ingest(self, batch: dict[str, torch.Tensor]) -> int:
         T = batch["obs"].shape[0] - 1
@@ -122,10 +127,8 @@ class PrioritizedSource:
     def next_batch(self):
         fresh, episodes = 0, []
         while self._needs_data():
-            need = max(1, math.ceil((self.updates + 1 - self.steps_in * self.opts.replay_ratio) /
-                                    (self.opts.replay_ratio * self.cfg.unroll_length)))
-            # Whole actor batches at a time while warming up; afterwards no more than one update needs.
-            count = min(self.cfg.num_actors * self.cfg.envs_per_actor, need)
+            # While warming up, one unroll of every environment at a time; afterwards what one more update needs.
+            count = self.cfg.num_actors * self.cfg.envs_per_actor if self.warm_steps is None else 1
             batch, new_episodes = self.backend.get_batch(count)
             episodes.extend(new_episodes)
             steps = self._ingest(batch)
