@@ -40,9 +40,10 @@ def test_a_run_keeps_the_replay_ratio_and_counts_frames_from_the_data(tmp_path, 
     assert result.stop_reason == "done"
     source = sources[0]
     assert result.frames == source.steps_in >= cfg.total_frames  # CartPole: one frame per agent step
-    # one update per 4 fresh steps once warm (the warm-up's 200 transitions come first, without updates)
-    assert result.version == source.updates
-    assert source.steps_in * 0.25 >= source.updates >= (source.steps_in - 200 - 40) * 0.25
+    # the warm-up's 200 transitions earn no updates; from then on one update per 4 fresh steps
+    assert result.version == source.updates and 200 <= source.warm_steps <= 200 + 4 * 10 + 4 * 3
+    after = source.steps_in - source.warm_steps
+    assert after * 0.25 >= source.updates > (after - cfg.unroll_length) * 0.25  # data taken one unroll at a time
     written = source.replay._written  # rows each environment stream stored: all four streams arrived
     assert (written > 0).all() and len(written) == 4
     assert written.min() >= 0.5 * written.max()  # none starved (the local backend's actors race; serial alternates)
