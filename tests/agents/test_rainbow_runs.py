@@ -94,3 +94,18 @@ def test_bad_input_is_one_line_and_exit_2_and_leaves_no_run_directory(tmp_path, 
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_central_inference_acts_with_the_agents_acting_copy(tmp_path):
+    from impala_rl.runtime.backends.local import LocalBackend
+
+    for options, sampling in (("", True), ("noisy=false", False)):
+        cfg = _cfg(tmp_path, backend="local", inference="central", agent_options=options)
+        learner = build_learner(cfg, probe_env(cfg))
+        backend = LocalBackend(cfg, probe_env(cfg), learner.model)
+        try:  # noisy layers keep sampling on the server; without them it acts in eval mode
+            assert backend.server.model.training is sampling
+        finally:
+            backend.close()
+    result = Trainer(_cfg(tmp_path, backend="local", inference="central", total_frames=800)).run()
+    assert result.stop_reason == "done" and result.frames >= 800

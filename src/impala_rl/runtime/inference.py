@@ -80,10 +80,11 @@ class InferenceServer:
     """Batched inference for actor processes, in a thread of the learner process."""
 
     def __init__(self, spec: RolloutSpec, model: torch.nn.Module, device: torch.device, *,
-                 min_batch: int, max_batch: int, timeout_s: float):
+                 min_batch: int, max_batch: int, timeout_s: float, acting_model=None):
         self.spec = spec
         self.device = device
-        self.model = copy.deepcopy(model).to(device).eval()
+        # the agent's acting copy (Agent.acting_model: eval mode, or noisy layers kept sampling)
+        self.model = (acting_model or torch.nn.Module.eval)(copy.deepcopy(model).to(device))
         self.policy_size = int(model.policy_param_size)  # the network's NetOutput.policy_params width
         self.num_values = int(model.num_values)  # and its values' (one per task)
         self.lock = threading.Lock()

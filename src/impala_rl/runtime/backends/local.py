@@ -41,6 +41,7 @@ from multiprocessing import connection
 import torch
 import torch.multiprocessing as mp
 
+from impala_rl.agents import make_agent
 from impala_rl.config import TrainConfig
 from impala_rl.envs import EnvSpec
 from impala_rl.runtime.actor import EpisodeStats
@@ -229,7 +230,8 @@ class LocalBackend:
                 self.spec, model, device, max_batch=cfg.total_envs,
                 # sync step: every step's forward pass waits for all environments (lock-step)
                 min_batch=cfg.total_envs if cfg.sync_step else cfg.inference_min_batch or max(1, cfg.total_envs // 2),
-                timeout_s=1.0 if cfg.sync_step else cfg.inference_timeout_ms / 1000)
+                timeout_s=1.0 if cfg.sync_step else cfg.inference_timeout_ms / 1000,
+                acting_model=make_agent(cfg, env_spec).acting_model)
         self._collector = threading.Thread(target=self._collect, name="impala-collector", daemon=True)
 
     # ------------------------------------------------------------------ lifecycle
