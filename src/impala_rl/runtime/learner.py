@@ -13,6 +13,7 @@ learning rate, and counts versions and frames. The agent's hooks run once per ba
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from typing import NamedTuple
@@ -24,6 +25,8 @@ from impala_rl.config import TrainConfig
 from impala_rl.core.optim import RMSpropTF
 from impala_rl.runtime.precision import AutocastForward, resolve_precision
 from impala_rl.runtime.types import Batch, RolloutSpec
+
+log = logging.getLogger("impala_rl")
 
 
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -169,6 +172,9 @@ class Learner:
                         per_unroll[name] = value.new_zeros((size, *value.shape[1:]))
                     per_unroll[name][idx] = value.detach()
         result = average_metrics(results)
+        if self.cfg.compile and self.version < 2:  # the compile happens in the first steps (train and, once, eval mode)
+            log.info("learner step %d took %.1f s (torch.compile compiles in the first steps)", self.version + 1,
+                     sum(result.get(k, 0.0) for k in ("time_forward_s", "time_backward_s", "time_optimizer_s")))
         result.update(policy_lag_mean=float(lag.mean()), policy_lag_max=float(lag.max()))
         if replayed is not None:
             result.update(replay_fraction=float(replayed.float().mean()),
