@@ -199,10 +199,10 @@ def update_usage(
     ``r_k`` are this step's read weights (taken before the write) and ``w`` its write
     weights: a write counts as one use of the slot. The written slot keeps its usage
     (under least-used writes it was the least used, so that is little) rather than
-    restarting at 1: a restart
-    would put a fresh slot below every slot that has been read and so make it the next
-    one overwritten. So with least-used writes and no reads, the slots are replaced in
-    turn (oldest first); a read slot is kept longer. With ``decay < 1`` old uses fade.
+    restarting at 1: a restart would put a fresh slot below every slot that has been
+    read and so make it the next one overwritten. So with least-used writes and no
+    reads, the slots are replaced in turn (oldest first); a read slot is kept longer.
+    With ``decay < 1`` old uses fade.
 
     Args:
       usage: float ``[B, N]``.
