@@ -2,7 +2,7 @@
 
 Only :mod:`impala_rl.runtime` and the CLI import this package. It depends on
 numpy and gymnasium (ale-py is imported lazily, on the first Atari or registry call;
-minatar on the first ``MinAtar/`` id).
+minatar on the first ``MinAtar/`` id, popgym and minigrid on the first id of theirs).
 """
 
 from impala_rl.envs.factory import (
@@ -13,6 +13,7 @@ from impala_rl.envs.factory import (
     env_family,
     frames_per_step,
     is_atari,
+    is_memory_task,
     is_minatar,
     make_env,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "env_family",
     "frames_per_step",
     "is_atari",
+    "is_memory_task",
     "is_minatar",
     "make_env",
 ]

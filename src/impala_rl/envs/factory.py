@@ -22,6 +22,12 @@ call that needs the registry, so ``import impala_rl.envs`` has no side effects. 
 ``MinAtar/`` ids are registered the same way, but only when a ``MinAtar/`` id (or an
 unknown id, for suggestions) is checked: importing ``minatar`` takes about a second
 (it imports matplotlib and seaborn), which other environments should not pay.
+
+Memory tasks (:mod:`impala_rl.envs.memory_tasks`, docs/memory_tasks.md): POPGym's
+(``popgym/<Task><Level>-v0``, e.g. ``popgym/RepeatPreviousEasy-v0``) observations become
+one float32 vector (one-hot per discrete component) and MiniGrid's (``MiniGrid-MemoryS11-v0``)
+a float32 one-hot image ``[20, 7, 7]``; both are registered on request like MinAtar's, and
+are of the ``memory`` family.
 """
 
 from __future__ import annotations
@@ -40,6 +46,14 @@ from gymnasium.wrappers import (
     FrameStackObservation,
 )
 
+from impala_rl.envs.memory_tasks import (
+    is_minigrid,
+    is_popgym,
+    make_memory_env,
+    memory_kind,
+    register_minigrid,
+    register_popgym,
+)
 from impala_rl.envs.spec import describe
 from impala_rl.envs.wrappers import (
     BinaryImageChannelFirst,
@@ -59,6 +73,7 @@ __all__ = [
     "frames_per_step",
     "is_atari",
     "is_minatar",
+    "is_memory_task",
     "make_env",
 ]
 
@@ -147,13 +162,25 @@ def is_minatar(env_id: str) -> bool:
     return env_id.rpartition(":")[2].startswith(_MINATAR_PREFIX)
 
 
-FAMILIES = ("atari", "minatar", "continuous", "classic_control")
+def is_memory_task(env_id: str) -> bool:
+    """Whether ``env_id`` is a POPGym or MiniGrid task (:mod:`impala_rl.envs.memory_tasks`),
+    registering its package's ids if needed (False for an unknown id)."""
+    name = env_id.rpartition(":")[2]
+    if is_popgym(name):
+        register_popgym()
+    elif is_minigrid(name):
+        register_minigrid()
+    return memory_kind(name) is not None
+
+
+FAMILIES = ("atari", "minatar", "continuous", "classic_control", "memory")
 """Environment families, each with its own training preset (``impala_rl.config.PRESETS``)."""
 
 
 @functools.cache
 def env_family(env_id: str) -> str:
-    """``'atari'`` (``ALE/`` ids), ``'minatar'``, ``'continuous'`` (a ``Box`` action space:
+    """``'atari'`` (``ALE/`` ids), ``'minatar'``, ``'memory'`` (POPGym and MiniGrid ids,
+    :mod:`impala_rl.envs.memory_tasks`), ``'continuous'`` (a ``Box`` action space:
     Pendulum, MuJoCo, ...) or ``'classic_control'`` (any other id: discrete actions).
 
     Raises :class:`UnknownEnvError` for an unregistered id (other ids are opened once to
@@ -172,6 +199,8 @@ def env_family(env_id: str) -> str:
     check_env_id(env_id)
     if is_minatar(env_id):
         return "minatar"
+    if is_memory_task(env_id):
+        return "memory"
     env = gym.make(env_id)
     try:
         return "continuous" if isinstance(env.action_space, spaces.Box) else "classic_control"
@@ -233,9 +262,19 @@ def check_env_id(env_id: str) -> None:
             f"environment id {env_id!r} is a MinAtar game, but the minatar package is not "
             "installed: pip install minatar"
         )
+    for named, register, package in ((is_popgym, register_popgym, "popgym"),
+                                     (is_minigrid, register_minigrid, "minigrid")):
+        if named(name) and not register():
+            raise UnknownEnvError(
+                f"environment id {env_id!r} is a {package} task, but the {package} package is not "
+                f"installed: pip install {package}"
+            )
     if name in gym.registry:
         return
-    _register_minatar()  # so that suggestions cover MinAtar ids too
+    # So that suggestions cover MinAtar, POPGym and MiniGrid ids too.
+    _register_minatar()
+    register_popgym()
+    register_minigrid()
     by_lower = {known.lower(): known for known in gym.registry}
     close = [by_lower[m] for m in difflib.get_close_matches(name.lower(), by_lower, n=3)]
     hint = f"; did you mean: {', '.join(close)}?" if close else ""
@@ -265,12 +304,13 @@ def make_env(
             non-Atari ids.
         **kwargs: passed to :func:`gymnasium.make` (e.g. ``max_episode_steps``,
             ``render_mode``; for MinAtar also ``sticky_action_prob`` and
-            ``difficulty_ramping``). For Atari, the keys that :class:`AtariOptions` controls are
-            refused.
+            ``difficulty_ramping``; for MiniGrid e.g. ``max_steps``). For Atari, the keys that
+            :class:`AtariOptions` controls are refused.
 
     Non-Atari envs are adapted to what :func:`describe` accepts: vector observations are
     cast to float32, ``Box`` actions take a flat vector and are clipped to their bounds
     (the env sees the clipped action; the learner keeps the unclipped Gaussian sample).
+    POPGym and MiniGrid observations are one-hot encoded (module docstring).
 
     Raises:
         UnknownEnvError: the id is not registered (with suggestions).
@@ -329,7 +369,7 @@ def _make_atari(env_id: str, options: AtariOptions, kwargs: dict[str, Any]) -> g
 
 
 def _make_generic(env_id: str, kwargs: dict[str, Any]) -> gym.Env:
-    env = gym.make(env_id, **kwargs)
+    env = make_memory_env(env_id, kwargs) if memory_kind(env_id) else gym.make(env_id, **kwargs)
     obs_space = env.observation_space
     if isinstance(obs_space, spaces.Box) and obs_space.dtype != np.float32:
         is_uint8_image = len(obs_space.shape) == 3 and obs_space.dtype == np.uint8

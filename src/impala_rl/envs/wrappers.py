@@ -17,8 +17,11 @@ __all__ = [
     "BinaryImageChannelFirst",
     "ClipActionToBounds",
     "FlattenBoxAction",
+    "FlattenMultiDiscreteAction",
     "Float32Observation",
     "LifeLossInfo",
+    "OneHotImageChannels",
+    "OneHotObservation",
     "StackedFramesChannelFirst",
 ]
 
@@ -157,3 +160,144 @@ class BinaryImageChannelFirst(gym.ObservationWrapper):
 
     def observation(self, observation: Any) -> np.ndarray:
         return np.ascontiguousarray(np.moveaxis(np.asarray(observation), -1, 0), dtype=np.float32)
+
+
+def _encoded_size(space: spaces.Space) -> int:
+    """Length of :class:`OneHotObservation`'s encoding of ``space`` (TypeError if it has none)."""
+    if isinstance(space, spaces.Discrete):
+        return int(space.n)
+    if isinstance(space, spaces.MultiDiscrete):
+        return int(np.sum(space.nvec))
+    if isinstance(space, (spaces.MultiBinary, spaces.Box)):
+        return int(np.prod(space.shape))
+    if isinstance(space, spaces.Tuple):
+        return sum(_encoded_size(part) for part in space.spaces)
+    raise TypeError(
+        f"OneHotObservation cannot encode {space} (accepted: Discrete, MultiDiscrete, MultiBinary, "
+        "Box, and Tuples of them)"
+    )
+
+
+class OneHotObservation(gym.ObservationWrapper):
+    """Encode a discrete (or mixed) observation as one flat float32 vector.
+
+    - ``Discrete(n)``: a one-hot vector of length n (value ``start + i`` sets slot i);
+    - ``MultiDiscrete(nvec)``: one one-hot block per component, in C order, concatenated
+      (length ``sum(nvec)``); e.g. ``MultiDiscrete([3, 3])`` and ``[2, 0]`` give
+      ``[0, 0, 1, 1, 0, 0]``;
+    - ``MultiBinary`` and ``Box``: flattened and cast to float32 (``Box`` keeps its bounds);
+    - ``Tuple``: its parts' encodings, concatenated in order.
+
+    A value outside its space raises ValueError (it would otherwise set a neighbour's slot).
+    """
+
+    def __init__(self, env: gym.Env):
+        inner = env.observation_space
+        size = _encoded_size(inner)  # TypeError for a space it cannot encode
+        super().__init__(env)
+        low = np.zeros(size, np.float32)
+        high = np.ones(size, np.float32)
+        self._fill_bounds(inner, low, high, 0)
+        self.observation_space = spaces.Box(low, high, (size,), dtype=np.float32)
+        self._inner = inner
+
+    @staticmethod
+    def _fill_bounds(space: spaces.Space, low: np.ndarray, high: np.ndarray, at: int) -> int:
+        if isinstance(space, spaces.Tuple):
+            for part in space.spaces:
+                at = OneHotObservation._fill_bounds(part, low, high, at)
+            return at
+        n = _encoded_size(space)
+        if isinstance(space, spaces.Box):
+            low[at:at + n] = np.asarray(space.low, np.float32).ravel()
+            high[at:at + n] = np.asarray(space.high, np.float32).ravel()
+        return at + n
+
+    def observation(self, observation: Any) -> np.ndarray:
+        out = np.zeros(self.observation_space.shape, np.float32)
+        self._encode(self._inner, observation, out, 0)
+        return out
+
+    @staticmethod
+    def _encode(space: spaces.Space, value: Any, out: np.ndarray, at: int) -> int:
+        if isinstance(space, spaces.Discrete):
+            i = int(value) - int(space.start)
+            if not 0 <= i < space.n:
+                raise ValueError(f"observation {value!r} is outside {space}")
+            out[at + i] = 1.0
+            return at + int(space.n)
+        if isinstance(space, spaces.MultiDiscrete):
+            nvec = space.nvec.ravel()
+            i = (np.asarray(value) - space.start).ravel()
+            if i.shape != nvec.shape or (i < 0).any() or (i >= nvec).any():
+                raise ValueError(f"observation {value!r} is outside {space}")
+            starts = np.concatenate(([0], np.cumsum(nvec)[:-1]))
+            out[at + starts + i] = 1.0
+            return at + int(nvec.sum())
+        if isinstance(space, (spaces.MultiBinary, spaces.Box)):
+            flat = np.asarray(value, np.float32).ravel()
+            out[at:at + flat.size] = flat
+            return at + flat.size
+        for part_space, part in zip(space.spaces, value, strict=True):  # Tuple
+            at = OneHotObservation._encode(part_space, part, out, at)
+        return at
+
+
+class OneHotImageChannels(gym.ObservationWrapper):
+    """Turn an image of small integer codes into a float32 one-hot image ``[C, H, W]``.
+
+    ``observation[key]`` (or the observation itself, ``key=None``) is an integer image
+    ``[W, H, K]`` indexed ``[x, y, k]``, as MiniGrid's ``image`` is (K = 3 codes per cell:
+    object, colour, state); code k takes values in ``range(channel_sizes[k])``. The result
+    has ``C = sum(channel_sizes)`` channels, one per (k, value), each 1.0 where the cell has
+    that value: ``out[offset_k + v, y, x] = 1`` for ``v = image[x, y, k]`` (rows are y, so
+    MiniGrid's agent, at the bottom centre of its view, is in the last row). The rest of a
+    dict observation (MiniGrid's ``direction`` and ``mission``) is dropped.
+
+    float32 0/1, like :class:`BinaryImageChannelFirst`: the image torsos divide uint8 by 255.
+    A code outside its range raises ValueError.
+    """
+
+    def __init__(self, env: gym.Env, channel_sizes: tuple[int, ...], key: str | None = "image"):
+        inner = env.observation_space[key] if key is not None else env.observation_space
+        if not (isinstance(inner, spaces.Box) and len(inner.shape) == 3
+                and np.issubdtype(inner.dtype, np.integer) and inner.shape[2] == len(channel_sizes)):
+            raise TypeError(f"OneHotImageChannels needs an integer image [W, H, {len(channel_sizes)}], got {inner}")
+        super().__init__(env)
+        self._key = key
+        self._sizes = np.asarray(channel_sizes, np.int64)
+        self._offsets = np.concatenate(([0], np.cumsum(self._sizes)[:-1]))
+        width, height, _ = inner.shape
+        self._rows, self._cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+        self._rows, self._cols = self._rows[..., None], self._cols[..., None]  # [H, W, 1]
+        self.observation_space = spaces.Box(0.0, 1.0, (int(self._sizes.sum()), height, width), dtype=np.float32)
+
+    def observation(self, observation: Any) -> np.ndarray:
+        image = np.asarray(observation[self._key] if self._key is not None else observation)
+        codes = image.transpose(1, 0, 2).astype(np.int64)  # [H, W, K], indexed [y, x, k]
+        if (codes < 0).any() or (codes >= self._sizes).any():
+            raise ValueError(f"image codes outside their ranges {tuple(self._sizes)}")
+        out = np.zeros(self.observation_space.shape, np.float32)
+        out[codes + self._offsets, self._rows, self._cols] = 1.0
+        return out
+
+
+class FlattenMultiDiscreteAction(gym.ActionWrapper):
+    """Accept one ``Discrete(prod(nvec))`` action for a ``MultiDiscrete(nvec)`` action space.
+
+    Action ``a`` is ``np.unravel_index(a, nvec)`` (C order: the last component varies
+    fastest), e.g. for POPGym's Battleship ``MultiDiscrete([8, 8])`` action 10 is (1, 2).
+    """
+
+    def __init__(self, env: gym.Env):
+        inner = env.action_space
+        if not isinstance(inner, spaces.MultiDiscrete):
+            raise TypeError(f"FlattenMultiDiscreteAction needs a MultiDiscrete action space, got {inner}")
+        super().__init__(env)
+        self._nvec = tuple(int(n) for n in inner.nvec.ravel())
+        self._shape, self._start = inner.nvec.shape, inner.start
+        self.action_space = spaces.Discrete(int(np.prod(self._nvec)))
+
+    def action(self, action: Any) -> np.ndarray:
+        parts = np.array(np.unravel_index(int(action), self._nvec), dtype=np.int64)
+        return parts.reshape(self._shape) + self._start
