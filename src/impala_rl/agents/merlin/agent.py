@@ -29,11 +29,15 @@ exact step order). The agent is :class:`~impala_rl.agents.impala.ImpalaAgent`'s,
 no ELBO, no stop-gradient (the RL loss trains the encoder, through z and the memory), and z
 the posterior mean everywhere (nothing is sampled without an ELBO to train the variance).
 
-Options (``--agent-options key=value,...``; :class:`MerlinOptions`): the sizes scale the
-paper's structure down for small tasks; read heads 3 (MBP) and 1 (policy) as in the paper's
-ratio (the two public reimplementations we checked, HorizonRobotics/alf and yosider/merlin,
-use 3 and 1 too). The loss weights are all 1 (the unweighted negative ELBO): the paper's
-table of coefficients could not be consulted here, so they are our choice, to tune.
+Options (``--agent-options key=value,...``; :class:`MerlinOptions`), and where they come
+from: the paper's own table of hyperparameters could not be consulted while writing this, so
+the sizes are our scaling-down of the structure for small tasks (Z 32, N 64 slots, LSTMs of
+128; HorizonRobotics/alf's reimplementation defaults to latent 200, 1350 slots, LSTMs of
+256), and the read heads are 3 (MBP) and 1 (policy), as both public reimplementations we
+read (alf, yosider/merlin) have them. The loss weights are all 1, the unweighted negative
+ELBO: our choice, to tune. ``memory_gamma`` defaults to the run's ``--discount``. The
+observation decoder is an MLP to the flattened observation (the paper's is a deconvolution);
+on 4x84x84 Atari frames its last layer is about 3.6M weights.
 
 State size: one unroll stores :func:`~impala_rl.agents.merlin.network.state_nbytes` bytes of
 state per environment, ``4 (2 H_mbp + 2 H_pol + N (2Z + 3) + (K_mbp + K_pol) 2Z) + 8``: with
