@@ -55,6 +55,7 @@ Fields = dict[str, tuple[tuple, torch.dtype]]
 """name -> (shape of one entry, dtype)."""
 
 AGENTS: dict[str, str] = {"impala": "impala_rl.agents.impala:ImpalaAgent",
+                          "merlin": "impala_rl.agents.merlin:MerlinAgent",
                           "rainbow": "impala_rl.agents.rainbow:RainbowAgent"}
 """Registered agents: name -> ``module:Class``. ``--agent`` also takes ``module:Class`` directly."""
 
