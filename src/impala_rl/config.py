@@ -6,7 +6,7 @@ sorts the help into sections. Defaults are the paper's Atari values (Espeholt et
 entropy cost 0.01, RMSProp (lr 6e-4 linearly annealed to 0, decay 0.99, momentum 0,
 epsilon 0.01), global gradient-norm clip 40.
 
-Per-family presets (``PRESETS`` in :mod:`impala_rl.presets`: atari, classic_control, continuous, minatar) adjust
+Per-family presets (``PRESETS`` in :mod:`impala_rl.presets`: atari, classic_control, continuous, minatar, memory) adjust
 fields the user did not set (e.g. for Atari: 32 envs per actor and two passes over each
 batch in four minibatches); the CLI prints what a preset changed. Derived values (slot
 count, frames per learner step) are properties, never fields mutated after parsing.

@@ -74,7 +74,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "total_frames": 5_000_000,
     },
     # POPGym (popgym/<Task>-v0: one-hot vectors) and MiniGrid (MiniGrid-...: one-hot [20, 7, 7]
-    # images; ENV_PRESETS below picks their torso): docs/memory_tasks.md. Untuned starting values
+    # images, which --torso auto gives the MinAtar torso, as every image under 36 pixels):
+    # docs/memory_tasks.md. Untuned starting values
     # in classic_control's style. The LSTM is what these tasks test (it also takes the last action
     # and reward); --no-use-lstm gives the feed-forward baseline. Unrolls of 50: a longer truncated-
     # backpropagation window than the 20 of the other small tasks (the LSTM state still carries
@@ -109,9 +110,5 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
     # (3.5M, 2.5M), seed 1 ended at 935. Not yet family-wide: HalfCheetah and Pendulum were not re-run
     # with it (docs/learning.md, "Walker2d-v5").
     "Walker2d-v5": {"total_frames": 5_000_000, "init_log_std": -1.0},
-    # MiniGrid's one-hot view is a [20, 7, 7] image: MinAtar's small conv torso (3x3 conv, FC 128) takes it,
-    # "auto" would pick the paper's shallow torso, whose 8x8 stride-4 conv needs images of 20x20 or more.
-    **{f"MiniGrid-Memory{size}-v0": {"torso": "minatar"}
-       for size in ("S7", "S9", "S11", "S13", "S13Random", "S17Random")},
 }
 """Per-environment values on top of the family's preset (a single-task run of that id only)."""

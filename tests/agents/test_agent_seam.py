@@ -44,7 +44,7 @@ def test_the_layout_carries_the_agents_records_and_state():
 
 
 def test_unknown_agents_are_refused_with_what_is_accepted():
-    with pytest.raises(ConfigError, match=r"agent 'dqn' is not one of: impala, rainbow \(or module:Class\); DQN is --agent rainbow "
+    with pytest.raises(ConfigError, match=r"agent 'dqn' is not one of: impala, merlin, rainbow \(or module:Class\); DQN is --agent rainbow "
                        r"--agent-options double=false,"):
         agent_class("dqn")
     with pytest.raises(ConfigError, match=r"agent 'nowhere:Agent' cannot be loaded \(ModuleNotFoundError"):

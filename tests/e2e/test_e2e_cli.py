@@ -320,7 +320,7 @@ BAD_INPUTS = {
     "batch-over-slots": (["--num-slots", "10", "--batch-size", "1000"], r"batch_size \(1000\) is larger than"),
     "image-torso-on-vectors": (["--torso", "shallow"], r"torso 'shallow'.*shape \(4,\)"),
     "unknown-backend": (["--backend", "mpi"], r"backend 'mpi' is not one of: serial, local, ray"),
-    "unknown-agent": (["--agent", "dqn"], r"agent 'dqn' is not one of: impala \(or module:Class\)"),
+    "unknown-agent": (["--agent", "dqn"], r"agent 'dqn' is not one of: impala, merlin, rainbow \(or module:Class\); DQN is --agent rainbow"),
     "unknown-activation": (["--mlp-activation", "gelu"], r"mlp_activation 'gelu' is not one of: relu, tanh"),
     "separate-value-with-lstm": (["--value-torso", "separate", "--use-lstm"],
                                  r"value_torso 'separate' cannot be combined with --use-lstm"),

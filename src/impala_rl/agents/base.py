@@ -164,7 +164,7 @@ class AgentBase:
             what its network's weights and its own state mean (with the runtime's: the
             environment, the agent, the optimiser).
         PRESETS: its values by environment family (``impala_rl.envs.env_family``: atari,
-            classic_control, continuous, minatar), applied by ``impala train --agent NAME``
+            classic_control, continuous, minatar, memory), applied by ``impala train --agent NAME``
             to the fields not given; an empty dict: none (the flags' defaults).
         ENV_PRESETS: its values by environment id, on top of the family's.
     """

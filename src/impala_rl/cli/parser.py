@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     train = sub.add_parser("train", help="train an agent", description="Train the IMPALA agent. Each environment family "
-                           "(atari, classic_control, continuous, minatar) gets a preset chosen from the experiments in "
+                           "(atari, classic_control, continuous, minatar, memory) gets a preset chosen from the experiments in "
                            "docs/learning.md, printed at start; the defaults listed below are the paper's Atari values, "
                            "which --no-preset keeps.")
     train.add_argument("--resume", metavar="RUN_DIR", default=None,

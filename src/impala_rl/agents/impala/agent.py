@@ -32,11 +32,20 @@ from impala_rl.models import ImpalaNet, NetConfig, net_inputs
 from impala_rl.presets import ENV_PRESETS, PRESETS
 
 
+SMALL_IMAGE = 36
+"""Images narrower than this (MinAtar's 10 x 10, MiniGrid's 7 x 7 view) take the MinAtar torso:
+the shallow torso's 8 x 8 stride-4 convolutions need at least 36 pixels."""
+
+
 def resolve_torso(cfg: TrainConfig, env_spec: EnvSpec) -> str:
+    """``--torso auto``: the MinAtar torso for MinAtar and other small images, the shallow
+    torso for other images, an MLP for vectors."""
     if cfg.torso == "auto":
         if is_minatar(task_ids(cfg.env)[0]):
             return "minatar"
-        return "shallow" if env_spec.is_image else "mlp"
+        if env_spec.is_image:
+            return "minatar" if min(env_spec.obs_shape[1:]) < SMALL_IMAGE else "shallow"
+        return "mlp"
     return cfg.torso
 
 

@@ -44,7 +44,8 @@ from impala_rl.agents.base import Action, AgentBase, Fields, LossOutput, agent_o
 from impala_rl.agents.rainbow.network import RainbowNet, action_probs, q_values
 from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.core import qlearning
-from impala_rl.envs import env_family, is_minatar
+from impala_rl.agents.impala.agent import resolve_torso
+from impala_rl.envs import env_family
 from impala_rl.envs.spec import EnvSpec
 from impala_rl.envs.tasks import task_ids
 from impala_rl.models import net_inputs
@@ -155,11 +156,7 @@ class RainbowAgent(AgentBase):
 
     # ------------------------------------------------------------------ network and acting
     def torso(self) -> str:
-        if self.cfg.torso != "auto":
-            return self.cfg.torso
-        if is_minatar(self.cfg.env):
-            return "minatar"
-        return "shallow" if self.env_spec.is_image else "mlp"
+        return resolve_torso(self.cfg, self.env_spec)  # IMPALA's choice for --torso auto
 
     def build_model(self) -> RainbowNet:
         o, cfg = self.opts, self.cfg
