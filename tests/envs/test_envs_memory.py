@@ -19,7 +19,6 @@ from impala_rl.envs import (
     is_memory_task,
     make_env,
 )
-from impala_rl.envs import memory_tasks
 from impala_rl.envs.vector import GymEnvGroup, make_env_group
 from impala_rl.envs.wrappers import FlattenMultiDiscreteAction, OneHotImageChannels, OneHotObservation
 

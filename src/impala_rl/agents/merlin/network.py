@@ -318,7 +318,7 @@ class MerlinNet(nn.Module):
     def _unroll(self, embed: torch.Tensor, first: torch.Tensor, core_state: tuple, sample_all: bool,
                 generator: torch.Generator | None) -> tuple[MerlinOutput, tuple]:
         c = self.config
-        Z, T, B = c.z_size, embed.shape[0], embed.shape[1]
+        Z, T = c.z_size, embed.shape[0]
         first = first.bool()
         mbp_h, mbp_c, pol_h, pol_c, memory, usage, write_w, retro_w, step, mbp_reads, pol_reads = core_state
         mem = MemoryState(memory, usage, write_w, retro_w, step)
