@@ -219,6 +219,20 @@ class AgentBase:
             raise ValueError(f"agent {type(self).__name__} keeps no state of its own, got {sorted(state)}")
 
 
+def check_fits_in_memory(nbytes: int, what: str, remedy: str) -> None:
+    """Refuse (ConfigError, one line) an allocation of ``nbytes`` that would take more than 80%
+    of this machine's memory: ``what`` needs it, ``remedy`` says what to lower."""
+    import os
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if nbytes > 0.8 * total:
+        raise ConfigError(f"{what} needs {nbytes / 2**30:.1f} GiB but this machine has {total / 2**30:.1f} GiB "
+                          f"of memory; {remedy}")
+
+
 RUNTIME_RESUME_FIXED = ("env", "agent", "full_action_space", "optimizer")
 """Config fields no resumed run may change, whatever its agent (see AgentBase.RESUME_FIXED)."""
 

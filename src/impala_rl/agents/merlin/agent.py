@@ -57,7 +57,7 @@ import dataclasses
 
 import torch
 
-from impala_rl.agents.base import Fields, LossOutput, agent_options
+from impala_rl.agents.base import Fields, LossOutput, agent_options, check_fits_in_memory
 from impala_rl.agents.impala.agent import ImpalaAgent, resolve_torso
 from impala_rl.agents.merlin.network import (OBS_LIKELIHOODS, Z_SAMPLES, MerlinConfig, MerlinNet, state_nbytes,
                                              state_spec)
@@ -176,6 +176,9 @@ class MerlinAgent(ImpalaAgent):
         super().__init__(cfg, env_spec, actor)
         self.opts = merlin_options(cfg)
         self.net_config = net_config(self.opts)
+        if actor is None:  # the learner's: every rollout slot stores one unroll's state
+            check_fits_in_memory(self.state_bytes() * cfg.slots, f"MERLIN's state in {cfg.slots} rollout slots",
+                                 "lower --agent-options memory_slots or z_size")
 
     def build_model(self) -> MerlinNet:
         cfg, spec = self.cfg, self.env_spec

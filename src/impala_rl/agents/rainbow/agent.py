@@ -36,11 +36,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 
 import torch
 
-from impala_rl.agents.base import Action, AgentBase, Fields, LossOutput, agent_options
+from impala_rl.agents.base import Action, AgentBase, Fields, LossOutput, agent_options, check_fits_in_memory
 from impala_rl.agents.rainbow.network import RainbowNet, action_probs, q_values
 from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.core import qlearning
@@ -152,7 +151,7 @@ class RainbowAgent(AgentBase):
         if actor is None:  # the learner's: its replay must fit before anything starts
             from impala_rl.agents.rainbow.source import replay_nbytes
 
-            replay_memory_check(replay_nbytes(self))
+            check_fits_in_memory(replay_nbytes(self), "the replay", "lower --agent-options replay_capacity")
 
     # ------------------------------------------------------------------ network and acting
     def torso(self) -> str:
@@ -295,14 +294,3 @@ class RainbowAgent(AgentBase):
             self.target.load_state_dict(target)
         else:
             self._target_state = target
-
-
-def replay_memory_check(nbytes: int) -> None:
-    """Refuse a replay that would not fit in this machine's memory (one line, before anything starts)."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return
-    if nbytes > 0.8 * total:
-        raise ConfigError(f"the replay needs {nbytes / 2**30:.1f} GiB but this machine has {total / 2**30:.1f} GiB "
-                          f"of memory; lower --agent-options replay_capacity")
