@@ -219,6 +219,17 @@ class AgentBase:
             raise ValueError(f"agent {type(self).__name__} keeps no state of its own, got {sorted(state)}")
 
 
+def require_one_discrete_task(agent: str, cfg: TrainConfig, env_spec: "EnvSpec") -> None:
+    """Refuse (ConfigError, one line) a continuous action space or several tasks: what a
+    value-based or memory agent (Rainbow, MERLIN) does not take."""
+    if env_spec.policy_type != "categorical":
+        raise ConfigError(f"--agent {agent} needs discrete actions; {cfg.env} has a continuous (Box) action space "
+                          f"(use --agent impala there)")
+    if env_spec.tasks:
+        raise ConfigError(f"--agent {agent} trains on one environment; several comma-separated ids are for "
+                          f"--agent impala")
+
+
 def check_fits_in_memory(nbytes: int, what: str, remedy: str) -> None:
     """Refuse (ConfigError, one line) an allocation of ``nbytes`` that would take more than 80%
     of this machine's memory: ``what`` needs it, ``remedy`` says what to lower."""

@@ -71,6 +71,21 @@ class NetOutput(NamedTuple):
     values: torch.Tensor
 
 
+def orthogonal_init_(torsos: Sequence[nn.Module], value_head: nn.Linear) -> None:
+    """``init='orthogonal'``: every linear and conv layer of ``torsos`` orthogonal with gain
+    sqrt 2, the value head with gain 1, zero biases (the policy head is set by its network)."""
+    for module in (m for t in torsos for m in t.modules()):
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            # Through a contiguous copy: orthogonal_ cannot view a channels_last weight.
+            weight = torch.empty(module.weight.shape)
+            nn.init.orthogonal_(weight, gain=2 ** 0.5)
+            with torch.no_grad():
+                module.weight.copy_(weight)
+            nn.init.zeros_(module.bias)
+    nn.init.orthogonal_(value_head.weight, gain=1.0)
+    nn.init.zeros_(value_head.bias)
+
+
 @dataclass(frozen=True)
 class NetConfig:
     """The architecture options of :class:`ImpalaNet` (what the environment does not decide).
@@ -202,17 +217,8 @@ class ImpalaNet(nn.Module):
         self.value_head = nn.Linear(self.core_output_size, self.num_values)
         self.popart = PopArt(self.num_values, beta=config.popart_beta) if config.popart else None
         if config.init == "orthogonal":
-            torsos = [self.torso] + ([self.value_torso] if self.value_torso is not None else [])
-            for module in (m for t in torsos for m in t.modules()):
-                if isinstance(module, (nn.Linear, nn.Conv2d)):
-                    # Through a contiguous copy: orthogonal_ cannot view a channels_last weight.
-                    weight = torch.empty(module.weight.shape)
-                    nn.init.orthogonal_(weight, gain=2 ** 0.5)
-                    with torch.no_grad():
-                        module.weight.copy_(weight)
-                    nn.init.zeros_(module.bias)
-            nn.init.orthogonal_(self.value_head.weight, gain=1.0)
-            nn.init.zeros_(self.value_head.bias)
+            orthogonal_init_([self.torso] + ([self.value_torso] if self.value_torso is not None else []),
+                             self.value_head)
 
     @property
     def policy_param_size(self) -> int:

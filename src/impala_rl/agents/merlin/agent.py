@@ -57,7 +57,8 @@ import dataclasses
 
 import torch
 
-from impala_rl.agents.base import Fields, LossOutput, agent_options, check_fits_in_memory
+from impala_rl.agents.base import (Fields, LossOutput, agent_options, check_fits_in_memory,
+                                   require_one_discrete_task)
 from impala_rl.agents.impala.agent import ImpalaAgent, resolve_torso
 from impala_rl.agents.merlin.network import (OBS_LIKELIHOODS, Z_SAMPLES, MerlinConfig, MerlinNet, state_nbytes,
                                              state_spec)
@@ -164,12 +165,7 @@ class MerlinAgent(ImpalaAgent):
     RESUME_FIXED = ("torso", "mlp_sizes", "mlp_activation", "normalize_observations", "popart", "agent_options")
 
     def __init__(self, cfg: TrainConfig, env_spec: EnvSpec, actor: int | None = None):
-        if env_spec.policy_type != "categorical":
-            raise ConfigError(f"--agent merlin needs discrete actions; {cfg.env} has a continuous (Box) action space "
-                              f"(use --agent impala there)")
-        if env_spec.tasks:
-            raise ConfigError("--agent merlin trains on one environment; several comma-separated ids are for "
-                              "--agent impala")
+        require_one_discrete_task("merlin", cfg, env_spec)
         if cfg.value_torso == "separate":
             raise ConfigError("--agent merlin takes --value-torso shared only (its policy and value share the "
                               "policy core)")

@@ -73,6 +73,7 @@ from impala_rl.core.memory import (MemoryState, cosine_read, fill_then_least_use
 from impala_rl.core.elbo import reparameterize
 from impala_rl.core.popart import PopArt
 from impala_rl.models.normalizer import ObservationNormalizer
+from impala_rl.models.net import orthogonal_init_
 from impala_rl.models.torsos import make_torso
 
 LOGVAR_BOUND = 8.0
@@ -247,15 +248,7 @@ class MerlinNet(nn.Module):
         nn.init.orthogonal_(self.policy_head.weight, gain=0.01)
         nn.init.zeros_(self.policy_head.bias)
         if init == "orthogonal":
-            for module in self.torso.modules():
-                if isinstance(module, (nn.Linear, nn.Conv2d)):
-                    weight = torch.empty(module.weight.shape)  # contiguous: orthogonal_ cannot view channels_last
-                    nn.init.orthogonal_(weight, gain=2 ** 0.5)
-                    with torch.no_grad():
-                        module.weight.copy_(weight)
-                    nn.init.zeros_(module.bias)
-            nn.init.orthogonal_(self.value_head.weight, gain=1.0)
-            nn.init.zeros_(self.value_head.bias)
+            orthogonal_init_([self.torso], self.value_head)  # as IMPALA's network
         elif init != "torch":
             raise ValueError(f"unknown init {init!r}; choose orthogonal or torch")
 

@@ -39,7 +39,8 @@ import dataclasses
 
 import torch
 
-from impala_rl.agents.base import Action, AgentBase, Fields, LossOutput, agent_options, check_fits_in_memory
+from impala_rl.agents.base import (Action, AgentBase, Fields, LossOutput, agent_options, check_fits_in_memory,
+                                   require_one_discrete_task)
 from impala_rl.agents.rainbow.network import RainbowNet, action_probs, q_values
 from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.core import qlearning
@@ -131,12 +132,7 @@ class RainbowAgent(AgentBase):
 
     def __init__(self, cfg: TrainConfig, env_spec: EnvSpec, actor: int | None = None):
         super().__init__(cfg, env_spec, actor)
-        if env_spec.policy_type != "categorical":
-            raise ConfigError(f"--agent rainbow needs discrete actions; {cfg.env} has a continuous (Box) action "
-                              f"space (use --agent impala there)")
-        if env_spec.tasks:
-            raise ConfigError("--agent rainbow trains on one environment; several comma-separated ids are "
-                              "for --agent impala")
+        require_one_discrete_task("rainbow", cfg, env_spec)
         self.opts = rainbow_options(cfg)
         self.num_actions = env_spec.action_dim
         o = self.opts
