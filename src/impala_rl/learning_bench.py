@@ -46,7 +46,12 @@ class Task:
     frames: int
     threshold: float  # the target for the 100-episode mean (issue 8; MinAtar: the paper's AC(0.8) at 5M frames)
     random: float  # a random policy's mean return: 0 on the normalised scale, where the threshold is 1
+    flags: tuple[str, ...] = ()  # beyond --env: another agent and its options (the IMPALA preset without)
 
+
+RAINBOW = ("--agent", "rainbow")
+DQN = ("--agent", "rainbow", "--agent-options",
+       "double=false,prioritized=false,dueling=false,multistep=false,distributional=false,noisy=false")
 
 # random: a uniformly random policy's mean return, rounded as usually reported (Pong's -20.7 is
 # the DQN paper's random score).
@@ -64,12 +69,21 @@ TASKS = {
     "breakout": Task("ALE/Breakout-v5", 10_000_000, 30.0, 1.7),
     "spaceinvaders": Task("ALE/SpaceInvaders-v5", 10_000_000, 400.0, 148.0),
     "mountaincar": Task("MountainCar-v0", 500_000, -110.0, -200.0),  # only in `all`: reported, not tuned for
+    # issue 21's targets for Rainbow (docs/rainbow.md); DQN is Rainbow with its six components off
+    "rainbow-cartpole": Task("CartPole-v1", 200_000, 475.0, 22.0, RAINBOW),
+    "rainbow-lunarlander": Task("LunarLander-v3", 1_000_000, 200.0, -180.0, RAINBOW),
+    "rainbow-minatar-breakout": Task("MinAtar/Breakout-v1", 5_000_000, 20.0, 0.5, RAINBOW),
+    "rainbow-minatar-spaceinvaders": Task("MinAtar/SpaceInvaders-v1", 5_000_000, 100.0, 3.0, RAINBOW),
+    "dqn-minatar-breakout": Task("MinAtar/Breakout-v1", 5_000_000, 20.0, 0.5, DQN),
+    "dqn-minatar-spaceinvaders": Task("MinAtar/SpaceInvaders-v1", 5_000_000, 100.0, 3.0, DQN),
 }
 SUITES = {
     "quick": ("cartpole", "acrobot", "pendulum", "lunarlander", "minatar-breakout", "minatar-spaceinvaders"),
     "atari": ("pong", "breakout", "spaceinvaders"),
     "mujoco": ("halfcheetah", "walker2d"),
-    "all": tuple(TASKS),
+    "rainbow": ("rainbow-cartpole", "rainbow-lunarlander", "rainbow-minatar-breakout", "rainbow-minatar-spaceinvaders",
+                "dqn-minatar-breakout", "dqn-minatar-spaceinvaders"),
+    "all": tuple(name for name, task in TASKS.items() if not task.flags),  # IMPALA's tasks
 }
 
 
@@ -121,7 +135,7 @@ def run_task(name: str, out: Path, seed: int, extra: list[str], frames: int | No
         summary = read_summary(run_dir)
         return summarise(name, task, seed, run_dir, float(summary["elapsed_s"]))
     cmd = [sys.executable, "-m", "impala_rl.cli", "train", "--env", task.env, "--seed", str(seed),
-           "--total-frames", str(frames or task.frames), "--run-dir", str(run_dir), "--quiet", *extra]
+           "--total-frames", str(frames or task.frames), "--run-dir", str(run_dir), "--quiet", *task.flags, *extra]
     print(f"[learning] {run_dir.name}: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
     start = time.time()
     code = subprocess.run(cmd).returncode

@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="instead of throughput, run a learning suite with each task's defaults and print "
                        "frames, final 100-episode mean, frames to threshold, wall time (suites: quick = classic, "
                        "continuous and MinAtar tasks; atari = Pong, Breakout, SpaceInvaders; "
-                       "mujoco = HalfCheetah, Walker2d; "
-                       "all, MountainCar too; or one task name)")
+                       "mujoco = HalfCheetah, Walker2d; rainbow = Rainbow's CartPole, LunarLander and MinAtar "
+                       "targets, and DQN's; all = IMPALA's, MountainCar too; or one task name)")
     bench.add_argument("--learning-out", metavar="DIR", default="runs/learning",
                        help="--learning: where the run directories and curve PNGs go; without --learning: where the "
                        "time-to-score line looks for finished runs of the same env (default: runs/learning)")
