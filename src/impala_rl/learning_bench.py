@@ -53,6 +53,19 @@ RAINBOW = ("--agent", "rainbow")
 DQN = ("--agent", "rainbow", "--agent-options",
        "double=false,prioritized=false,dueling=false,multistep=false,distributional=false,noisy=false")
 
+MEMORY_TASKS = {
+    "repeatprevious": ("popgym/RepeatPreviousEasy-v0", 1.0, -0.49),
+    "autoencode": ("popgym/AutoencodeEasy-v0", 1.0, -0.48),
+    "concentration": ("popgym/ConcentrationEasy-v0", 0.82, -0.21),
+    "minigrid-memory": ("MiniGrid-MemoryS11-v0", 0.986, 0.30),
+}
+MEMORY_AGENTS = {
+    "impala-ff": ("--no-use-lstm",),
+    "impala-lstm": (),  # the memory preset's LSTM
+    "rl-mem": ("--agent", "merlin", "--agent-options", "mbp_loss=false"),
+    "merlin": ("--agent", "merlin"),
+}
+
 # random: a uniformly random policy's mean return, rounded as usually reported (Pong's -20.7 is
 # the DQN paper's random score).
 TASKS = {
@@ -76,6 +89,10 @@ TASKS = {
     "rainbow-minatar-spaceinvaders": Task("MinAtar/SpaceInvaders-v1", 5_000_000, 100.0, 3.0, RAINBOW),
     "dqn-minatar-breakout": Task("MinAtar/Breakout-v1", 5_000_000, 20.0, 0.5, DQN),
     "dqn-minatar-spaceinvaders": Task("MinAtar/SpaceInvaders-v1", 5_000_000, 100.0, 3.0, DQN),
+    # issue 22's comparison on the memory tasks (docs/memory_tasks.md: "threshold" is the best score a
+    # perfect memory gets, "random" a random policy's, so the normalised score is 0 at random, 1 at best)
+    **{f"{agent}-{task}": Task(env, 2_000_000, best, random, flags)
+       for task, (env, best, random) in MEMORY_TASKS.items() for agent, flags in MEMORY_AGENTS.items()},
 }
 SUITES = {
     "quick": ("cartpole", "acrobot", "pendulum", "lunarlander", "minatar-breakout", "minatar-spaceinvaders"),
@@ -83,7 +100,8 @@ SUITES = {
     "mujoco": ("halfcheetah", "walker2d"),
     "rainbow": ("rainbow-cartpole", "rainbow-lunarlander", "rainbow-minatar-breakout", "rainbow-minatar-spaceinvaders",
                 "dqn-minatar-breakout", "dqn-minatar-spaceinvaders"),
-    "all": tuple(name for name, task in TASKS.items() if not task.flags),  # IMPALA's tasks
+    "memory": tuple(f"{agent}-{task}" for task in MEMORY_TASKS for agent in MEMORY_AGENTS),
+    "all": tuple(name for name, task in TASKS.items() if not task.flags and not task.env.startswith(("popgym", "MiniGrid"))),
 }
 
 

@@ -28,9 +28,11 @@ def test_frames_to_threshold_needs_a_full_window_at_the_threshold():
 
 def test_every_suite_names_known_tasks():
     assert set(SUITES["quick"]) <= set(TASKS) and SUITES["atari"] == ("pong", "breakout", "spaceinvaders")
-    assert set(SUITES["all"]) == {name for name, task in TASKS.items() if not task.flags}  # IMPALA's
-    assert set(SUITES["rainbow"]) == {name for name, task in TASKS.items() if task.flags}
+    assert set(SUITES["all"]) | set(SUITES["rainbow"]) | set(SUITES["memory"]) == set(TASKS)
+    assert not any(TASKS[name].flags for name in SUITES["all"])  # IMPALA's tasks with its presets
     assert all(TASKS[name].flags[:2] == ("--agent", "rainbow") for name in SUITES["rainbow"])
+    assert len(SUITES["memory"]) == 16 and {TASKS[n].flags for n in SUITES["memory"]} == {
+        ("--no-use-lstm",), (), ("--agent", "merlin", "--agent-options", "mbp_loss=false"), ("--agent", "merlin")}
     assert "mountaincar" not in {name for suite, names in SUITES.items() if suite != "all" for name in names}
     assert all(t.random < t.threshold for t in TASKS.values())  # a normalised score of 1 is above random's 0
 

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "frames, final 100-episode mean, frames to threshold, wall time (suites: quick = classic, "
                        "continuous and MinAtar tasks; atari = Pong, Breakout, SpaceInvaders; "
                        "mujoco = HalfCheetah, Walker2d; rainbow = Rainbow's CartPole, LunarLander and MinAtar "
-                       "targets, and DQN's; all = IMPALA's, MountainCar too; or one task name)")
+                       "targets, and DQN's; memory = IMPALA feed-forward and LSTM, RL-MEM and MERLIN on the memory tasks; "
+                       "all = IMPALA's, MountainCar too; or one task name)")
     bench.add_argument("--learning-out", metavar="DIR", default="runs/learning",
                        help="--learning: where the run directories and curve PNGs go; without --learning: where the "
                        "time-to-score line looks for finished runs of the same env (default: runs/learning)")
