@@ -119,3 +119,9 @@ def test_an_agent_declares_its_own_presets():
     assert (acrobot.discount, acrobot.batch_size) == (0.995, 2)  # by env id on top; flags given win
     api = TrainConfig.for_env("CartPole-v1", presets=agent_presets(agent), agent=agent)
     assert (api.optimizer, api.batch_size) == ("adam", 4)
+
+
+def test_an_agent_whose_act_predates_streams_still_runs(tmp_path):
+    cfg = cfg_for(tmp_path, "serial", agent="reinforce_agent:ActWithoutStreams", total_frames=1_600, learner_threads=1)
+    result = Trainer(cfg).run()
+    assert result.stop_reason == "done" and result.frames >= 1_600

@@ -38,8 +38,15 @@ def test_options_switch_each_component_off_and_bad_ones_are_refused_in_one_line(
     assert full.build_model().policy_param_size == 3 * 51
     with pytest.raises(ConfigError, match="agent option 'nstep=2' is not KEY=VALUE with KEY one of: double"):
         _agent("nstep=2")
-    with pytest.raises(ConfigError, match="warmup=500 exceeds replay_capacity=100"):
+    with pytest.raises(ConfigError, match=r"warmup=500 exceeds the 84 transitions the replay can hold \(replay_capacity=100 "
+                                          r"over 4 environments\)"):  # rings of 25 rows, the last 3 incomplete, 1 frame
         _agent("replay_capacity=100,warmup=500")
+    with pytest.raises(ConfigError, match="replay_capacity=40 gives each of the 4 environments 10 rows; each needs at least 21"):
+        _agent("replay_capacity=40,warmup=0")
+    for flags, what in ((dict(learner_minibatches=2), "--learner-minibatches > 1"), (dict(sync=True), "--sync"),
+                        (dict(replay_proportion=0.5), "--replay-proportion"), (dict(num_learners=2, backend="ray"), "--num-learners")):
+        with pytest.raises(ConfigError, match=f"--agent rainbow does not take {what}"):
+            _agent("", **flags)
     with pytest.raises(ConfigError, match="replay_ratio=0.0: must be > 0"):
         _agent("replay_ratio=0")
     gaussian = EnvSpec((3,), np.dtype(np.float32), "gaussian", 1, (-2.0,), (2.0,))
@@ -179,3 +186,23 @@ def test_the_network_keeps_the_runtime_contract():
     assert out.policy_params.shape == (5, 2, 153) and out.values.shape == (5, 2, 1) and state == ()
     q = (torch.softmax(out.policy_params.unflatten(-1, (3, 51)), -1) * support).sum(-1)
     torch.testing.assert_close(out.values[..., 0], q.max(-1).values)
+
+
+def test_a_skipped_non_finite_update_leaves_the_old_priorities():
+    from impala_rl.agents.rainbow.source import PrioritizedSource
+
+    source = PrioritizedSource(_agent("replay_capacity=1000,warmup=100"), backend=None)
+    written = []
+    source.replay.set_priorities = lambda index, priority: written.append((index.tolist(), priority.tolist()))
+    source.feedback({"replay_index": torch.tensor([3, 5, 7])}, {"priority": torch.tensor([0.5, float("nan"), 2.0])})
+    assert written == [([3, 7], [0.5, 2.0])]
+
+
+def test_noise_is_seeded_by_the_run_and_differs_between_copies():
+    a, b = _agent(actor=0), _agent(actor=0)
+    x = torch.randn(1, 2, 4)
+    ma, mb = a.acting_model(a.build_model()), b.acting_model(b.build_model())
+    assert torch.equal(ma(x)[0].policy_params, mb(x)[0].policy_params)  # same seed, same actor: same noise
+    other = _agent(actor=1)
+    mo = other.acting_model(other.build_model())
+    assert not torch.equal(ma(x)[0].policy_params, mo(x)[0].policy_params)  # each actor its own

@@ -43,10 +43,12 @@ def test_a_run_keeps_the_replay_ratio_and_counts_frames_from_the_data(tmp_path, 
     # the warm-up's 200 transitions earn no updates; from then on one update per 4 fresh steps
     assert result.version == source.updates and 200 <= source.warm_steps <= 200 + 4 * 10 + 4 * 3
     after = source.steps_in - source.warm_steps
-    assert after * 0.25 >= source.updates > (after - cfg.unroll_length) * 0.25  # data taken one unroll at a time
+    # data taken one actor's unrolls at a time (2 x 10 steps), so the ratio holds within one fetch
+    assert after * 0.25 >= source.updates > (after - cfg.envs_per_actor * cfg.unroll_length) * 0.25
     written = source.replay._written  # rows each environment stream stored: all four streams arrived
     assert (written > 0).all() and len(written) == 4
-    assert written.min() >= 0.5 * written.max()  # none starved (the local backend's actors race; serial alternates)
+    if backend == "serial":  # actors take turns; the local backend's race, so only "every stream arrived" holds there
+        assert written.min() >= 0.5 * written.max()
 
 
 def test_the_target_network_is_checkpointed_restored_on_resume_and_copied_by_exploit(tmp_path, caplog):
@@ -85,7 +87,7 @@ def test_impala_eval_plays_a_rainbow_run_greedily_on_its_q_values(tmp_path):
     (["--env", "CartPole-v1", "--agent-options", "dueling=maybe"], "agent option dueling=maybe: expected a bool"),
     (["--env", "CartPole-v1", "--agent-options", "replay_capacity=10000000000"], "the replay needs "),
     (["--env", "CartPole-v1", "--agent-options", "warmup=5000,replay_capacity=1000"],
-     "warmup=5000 exceeds replay_capacity=1000: the replay could never hold enough"),
+     "warmup=5000 exceeds the 984 transitions the replay can hold (replay_capacity=1000 over 4 environments)"),
 ])
 def test_bad_input_is_one_line_and_exit_2_and_leaves_no_run_directory(tmp_path, flags, message):
     proc = subprocess.run([sys.executable, "-m", "impala_rl.cli", "train", "--agent", "rainbow", *flags,

@@ -111,3 +111,10 @@ class ReinforceAgent(AgentBase):
     def after_update(self, model, output):
         self.updates += 1
         return {"reinforce_updates": float(self.updates)}
+
+
+class ActWithoutStreams(ReinforceAgent):
+    """The test agent with ``act`` as agents were written before ``streams`` joined it."""
+
+    def act(self, out, generator, greedy=False, task=None):
+        return super().act(out, generator, greedy=greedy, task=task)

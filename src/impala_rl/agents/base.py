@@ -203,6 +203,11 @@ class AgentBase:
     def after_update(self, model: torch.nn.Module, output: LossOutput) -> dict[str, float]:
         return {}
 
+    def check_resources(self) -> None:
+        """Called when a learner is built (before its network, before anything is written): raise
+        ConfigError, one line, if what the agent will allocate cannot fit on this machine
+        (Rainbow's replay, MERLIN's state). Evaluation does not call it."""
+
     def make_source(self, backend) -> Any:
         """The data source the learner trains from (:mod:`impala_rl.runtime.sources`), or None
         for the runtime's own choice from the config (fresh unrolls, or ``--replay-proportion``'s

@@ -29,6 +29,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     if len(cfg.tasks) > 1:
         raise UsageError("impala bench measures one environment; give a single --env id")
+    if cfg.agent == "rainbow":  # its learner trains from its own replay, not the fresh batches bench times
+        raise UsageError("impala bench times agents that train on fresh unrolls (impala, merlin); for Rainbow run "
+                         "python benchmarks/rainbow_speed.py")
     if note:
         print(note, file=sys.stderr)
     return main_bench(cfg, args.duration, args.warmup, args.json, learning_out=args.learning_out)

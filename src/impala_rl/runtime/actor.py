@@ -5,6 +5,7 @@ the serial, local and Ray backends all drive this same class.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 
@@ -70,6 +71,9 @@ class Actor:
         self.streams = torch.arange(n) if streams is None else torch.as_tensor(list(streams), dtype=torch.int64)
         if self.streams.shape != (n,):
             raise ValueError(f"need {n} stream numbers (one per environment), got {tuple(self.streams.shape)}")
+        # An agent written before `streams` was part of Agent.act gets the call it was written for.
+        takes_streams = "streams" in inspect.signature(agent.act).parameters
+        self._act_kwargs = {"task": self.task, **({"streams": self.streams} if takes_streams else {})}
         # The last row written (row T of the previous unroll = row 0 of the next).
         self.row = {name: torch.zeros((n,) + shape, dtype=dtype)
                     for name, (shape, dtype) in spec.row_fields().items()}
@@ -99,7 +103,7 @@ class Actor:
     def _act(self, state: tuple) -> tuple:
         """Fill the current row's action and the agent's records; return the state after it."""
         out, new_state = self._forward(self.row, state)
-        action, record = self.agent.act(out, self.generator, task=self.task, streams=self.streams)
+        action, record = self.agent.act(out, self.generator, **self._act_kwargs)
         self.row["action"].copy_(action)
         for name, value in record.items():
             self.row[name].copy_(value)

@@ -84,6 +84,7 @@ def build_learner(cfg: TrainConfig, env_spec: EnvSpec, model: torch.nn.Module | 
     """A learner for the agent ``cfg.agent`` (a fresh network unless ``model`` is given),
     its network checked against the contract first."""
     agent = make_agent(cfg, env_spec)
+    agent.check_resources()  # what it will allocate fits, before the network is built or anything written
     model = agent.build_model() if model is None else model
     spec = RolloutSpec.for_agent(cfg.unroll_length, env_spec, agent)
     check_network(agent, spec, model)

@@ -172,9 +172,6 @@ class MerlinAgent(ImpalaAgent):
         super().__init__(cfg, env_spec, actor)
         self.opts = merlin_options(cfg)
         self.net_config = net_config(self.opts)
-        if actor is None:  # the learner's: every rollout slot stores one unroll's state
-            check_fits_in_memory(self.state_bytes() * cfg.slots, f"MERLIN's state in {cfg.slots} rollout slots",
-                                 "lower --agent-options memory_slots or z_size")
 
     def build_model(self) -> MerlinNet:
         cfg, spec = self.cfg, self.env_spec
@@ -191,6 +188,12 @@ class MerlinAgent(ImpalaAgent):
 
     def state_fields(self) -> Fields:
         return state_spec(self.net_config)
+
+    def check_resources(self) -> None:
+        """Every rollout slot stores one unroll's state: they must fit in this machine's memory."""
+        cfg = self.cfg
+        check_fits_in_memory(self.state_bytes() * cfg.slots, f"MERLIN's state in {cfg.slots} rollout slots",
+                             "lower --agent-options memory_slots or z_size")
 
     def state_bytes(self) -> int:
         """Bytes of state one unroll stores per environment (the module docstring's figure)."""

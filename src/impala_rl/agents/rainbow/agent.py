@@ -41,14 +41,15 @@ import torch
 
 from impala_rl.agents.base import (Action, AgentBase, Fields, LossOutput, agent_options, check_fits_in_memory,
                                    require_one_discrete_task)
+from impala_rl.agents.impala.agent import resolve_torso
 from impala_rl.agents.rainbow.network import RainbowNet, action_probs, q_values
 from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.core import qlearning
-from impala_rl.agents.impala.agent import resolve_torso
 from impala_rl.envs import env_family
 from impala_rl.envs.spec import EnvSpec
 from impala_rl.envs.tasks import task_ids
 from impala_rl.models import net_inputs
+from impala_rl.models.noisy import NoisyLinear
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +83,7 @@ class RainbowOptions:
 
 
 COMPONENTS = ("double", "prioritized", "dueling", "multistep", "distributional", "noisy")
+EVAL_EPSILON = 0.001  # `impala eval --sample` without noisy nets: Dopamine's evaluation epsilon
 
 
 def rainbow_options(cfg: TrainConfig) -> RainbowOptions:
@@ -98,20 +100,39 @@ def rainbow_options(cfg: TrainConfig) -> RainbowOptions:
     for name, ok, accepted in checks:
         if not ok:
             raise ConfigError(f"agent option {name}={getattr(opts, name)}: must be {accepted}")
-    if opts.warmup > opts.replay_capacity:
-        raise ConfigError(f"agent option warmup={opts.warmup} exceeds replay_capacity={opts.replay_capacity}: "
-                          f"the replay could never hold enough transitions to start learning")
-    if cfg.batch_size > opts.replay_capacity:
-        raise ConfigError(f"--batch-size {cfg.batch_size} exceeds the replay's capacity ({opts.replay_capacity})")
+    # The replay keeps one ring of capacity // E rows per environment; a ring's last n rows are
+    # not yet complete transitions, and a ring must hold a whole unroll and a frame stack.
+    envs, stack = cfg.num_actors * cfg.envs_per_actor, 4 if cfg.is_atari else 1
+    ring, horizon = opts.replay_capacity // envs, opts.n_step if opts.multistep else 1
+    need = max(cfg.unroll_length + 1, horizon + stack + 1)
+    if ring < need:
+        raise ConfigError(f"agent option replay_capacity={opts.replay_capacity} gives each of the {envs} environments "
+                          f"{ring} rows; each needs at least {need} (an unroll of {cfg.unroll_length} + 1): raise it "
+                          f"to {need * envs} or more")
+    usable = envs * (ring - horizon - stack)
+    for name, value in (("agent option warmup", opts.warmup), ("--batch-size", cfg.batch_size)):
+        if value > usable:
+            raise ConfigError(f"{name}={value} exceeds the {usable} transitions the replay can hold (replay_capacity="
+                              f"{opts.replay_capacity} over {envs} environments): it would never start learning")
+    refused = [(cfg.learner_minibatches > 1, "--learner-minibatches > 1 (a batch is 32 transitions; take a larger "
+                                             "batch instead)"),
+               (cfg.sync or cfg.sync_step, "--sync / --sync-step (the warm-up takes data before any update)"),
+               (cfg.replay_proportion > 0, "--replay-proportion (IMPALA's replay; Rainbow has its own)"),
+               (cfg.num_learners > 1, "--num-learners > 1 (one learner owns the replay)")]
+    for bad, what in refused:
+        if bad:
+            raise ConfigError(f"--agent rainbow does not take {what}")
     if not opts.v_max:
         small = env_family(task_ids(cfg.env)[0]) in ("atari", "minatar") or cfg.reward_clip > 0
         opts = dataclasses.replace(opts, v_max=10.0 if small else 100.0)
     return opts
 
 
+# lr_anneal: the runtime's linear anneal to 0 over the run (Dopamine keeps it constant; the results
+# in docs/rainbow.md were measured with the anneal).
 _COMMON = {"optimizer": "adam", "learning_rate": 1e-4, "adam_epsilon": 3.125e-4, "batch_size": 32,
            "unroll_length": 20, "learner_epochs": 1, "learner_minibatches": 1, "grad_norm_clip": 10.0,
-           "discount": 0.99}
+           "discount": 0.99, "lr_anneal": True}
 PRESETS = {
     "minatar": {**_COMMON, "torso": "minatar", "reward_clip": 0.0, "num_actors": 2, "envs_per_actor": 4,
                 "total_frames": 5_000_000},
@@ -144,10 +165,12 @@ class RainbowAgent(AgentBase):
         self._target_state: dict | None = None  # a checkpoint's, until the target exists
         self.updates = 0
         self.frames = 0
-        if actor is None:  # the learner's: its replay must fit before anything starts
-            from impala_rl.agents.rainbow.source import replay_nbytes
 
-            check_fits_in_memory(replay_nbytes(self), "the replay", "lower --agent-options replay_capacity")
+    def check_resources(self) -> None:
+        """The learner's replay must fit in this machine's memory (checked before a run starts)."""
+        from impala_rl.agents.rainbow.source import replay_nbytes
+
+        check_fits_in_memory(replay_nbytes(self), "the replay", "lower --agent-options replay_capacity")
 
     # ------------------------------------------------------------------ network and acting
     def torso(self) -> str:
@@ -158,12 +181,15 @@ class RainbowAgent(AgentBase):
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed)
-                return RainbowNet(tuple(self.env_spec.obs_shape), self.num_actions, self.torso(), self.support,
-                                  dueling=o.dueling, noisy=o.noisy, noisy_sigma=o.noisy_sigma, hidden=o.hidden,
-                                  mlp_sizes=tuple(cfg.mlp_sizes), activation=cfg.mlp_activation,
-                                  channels_last=cfg.channels_last and self.env_spec.is_image)
+                net = RainbowNet(tuple(self.env_spec.obs_shape), self.num_actions, self.torso(), self.support,
+                                 dueling=o.dueling, noisy=o.noisy, noisy_sigma=o.noisy_sigma, hidden=o.hidden,
+                                 mlp_sizes=tuple(cfg.mlp_sizes), activation=cfg.mlp_activation,
+                                 channels_last=cfg.channels_last and self.env_spec.is_image)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        # Noise from the run's seed: the learner's (0), each actor's (1 + its number), the target's (-1).
+        seed_noise(net, cfg.seed, 0 if self.actor is None else 1 + self.actor)
+        return net
 
     def acting_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """Noisy nets act with fresh noise every step (training mode); otherwise eval mode."""
@@ -189,7 +215,7 @@ class RainbowAgent(AgentBase):
         action = best
         if not greedy and not self.opts.noisy:
             n = q.shape[0]
-            eps = self.epsilons[streams] if streams is not None else self.epsilons[:1].expand(n)
+            eps = self.epsilons[streams] if streams is not None else torch.full((n,), EVAL_EPSILON)
             explore = torch.rand(n, generator=generator) < eps
             random = torch.randint(self.num_actions, (n,), generator=generator)
             action = torch.where(explore, random, best)
@@ -223,6 +249,7 @@ class RainbowAgent(AgentBase):
     def before_updates(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
         if self.target is None:
             self.target = copy.deepcopy(model).train()
+            seed_noise(self.target, self.cfg.seed, -1)
             for p in self.target.parameters():
                 p.requires_grad_(False)
             if self._target_state is not None:
@@ -290,3 +317,13 @@ class RainbowAgent(AgentBase):
             self.target.load_state_dict(target)
         else:
             self._target_state = target
+
+
+def seed_noise(model: torch.nn.Module, seed: int, stream: int) -> None:
+    """Give ``model``'s noisy layers one generator seeded from the run's ``seed`` and ``stream``
+    (each copy of the network its own), so that ``--seed`` reproduces a serial run's noise."""
+    layers = [m for m in model.modules() if isinstance(m, NoisyLinear)]
+    if layers:
+        generator = torch.Generator().manual_seed(hash((seed, stream)) & 0x7FFF_FFFF_FFFF)
+        for layer in layers:
+            layer.set_generator(generator)

@@ -68,6 +68,8 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from impala_rl.core.qlearning import importance_weights
+
 __all__ = ["SumTree", "StreamReplay", "PRIORITY_EPS"]
 
 PRIORITY_EPS = 1e-6
@@ -578,7 +580,6 @@ class StreamReplay:
             raise ValueError(f"beta must be in [0, 1], got {beta}")
         g = self._tree.sample(batch_size, self.rng)
         out = self.window(g)
-        prob = self._tree.get(g) / self._tree.total
-        weight = (self._count * prob) ** -beta
-        out["weight"] = torch.from_numpy((weight / weight.max()).astype(np.float32))
+        prob = torch.from_numpy(self._tree.get(g) / self._tree.total)
+        out["weight"] = importance_weights(prob, self._count, beta).float()
         return out

@@ -29,13 +29,14 @@ import torch
 
 from impala_rl.agents.rainbow.replay import StreamReplay
 from impala_rl.core import qlearning
+from impala_rl.envs.factory import AtariOptions
 
 log = logging.getLogger("impala_rl")
 
 
 def frame_stack(cfg, env_spec) -> int:
-    """Frames stacked in one observation: 4 for the ALE pipeline's ``[4, 84, 84]``, else 1."""
-    return int(env_spec.obs_shape[0]) if cfg.is_atari and env_spec.is_image else 1
+    """Frames stacked in one observation: the ALE pipeline's (4), else 1."""
+    return AtariOptions().frame_stack if cfg.is_atari and env_spec.is_image else 1
 
 
 def replay_layout(agent) -> dict:
@@ -105,30 +106,31 @@ class PrioritizedSource:
         return self.updates + 1 > (self.steps_in - self.warm_steps) * self.opts.replay_ratio
 
     def _ingest(self, batch: dict[str, torch.Tensor]) -> int:
+        """Store a batch of unrolls; the transitions they completed get their initial priorities
+        (the actors' records) in one pass. Returns the agent steps stored."""
         T = batch["obs"].shape[0] - 1
         version = batch["version"]
         names = ("obs", "first", "action", "reward", "terminal", "bootstrap", *self.agent.record_fields())
+        done = []
         for j in range(version.shape[0]):
             rows = {name: batch[name][:, j] for name in names}
             rows["version"] = version[j].expand(T + 1)
-            done = self.replay.add_unroll(int(batch["stream"][j]), rows)
-            if len(done):
-                self._prioritise(done)
+            done.append(self.replay.add_unroll(int(batch["stream"][j]), rows))
+        if self.opts.prioritized:  # uniform: add_unroll's priority is already every transition's
+            index = np.concatenate(done)
+            index = index[self.replay._valid[index]]  # none overwritten by a later unroll of this batch
+            if len(index):
+                with torch.no_grad():
+                    priority = initial_priorities(self.agent, window_fields(self.replay.window(index)))
+                self.replay.set_priorities(index, priority.numpy())
         return version.shape[0] * T
-
-    def _prioritise(self, index: np.ndarray) -> None:
-        if not self.opts.prioritized:
-            self.replay.set_priorities(index, np.ones(len(index)))
-            return
-        with torch.no_grad():
-            priority = initial_priorities(self.agent, window_fields(self.replay.window(index)))
-        self.replay.set_priorities(index, priority.numpy())
 
     def next_batch(self):
         fresh, episodes = 0, []
         while self._needs_data():
-            # While warming up, one unroll of every environment at a time; afterwards what one more update needs.
-            count = self.cfg.num_actors * self.cfg.envs_per_actor if self.warm_steps is None else 1
+            # While warming up, one unroll of every environment at a time; afterwards one actor's worth
+            # (the next updates then use it: the ratio holds over the run, not within each unroll).
+            count = self.cfg.num_actors * self.cfg.envs_per_actor if self.warm_steps is None else self.cfg.envs_per_actor
             batch, new_episodes = self.backend.get_batch(count)
             episodes.extend(new_episodes)
             steps = self._ingest(batch)
@@ -147,5 +149,8 @@ class PrioritizedSource:
         return out, episodes
 
     def feedback(self, batch, per_unroll) -> None:
-        if self.opts.prioritized:
-            self.replay.set_priorities(batch["replay_index"].cpu().numpy(), per_unroll["priority"].cpu().double().numpy())
+        if not self.opts.prioritized:
+            return
+        priority = per_unroll["priority"].cpu().double()
+        ok = torch.isfinite(priority)  # a skipped non-finite update keeps the old priorities
+        self.replay.set_priorities(batch["replay_index"].cpu()[ok].numpy(), priority[ok].numpy())
