@@ -119,3 +119,21 @@ def test_the_start_line_states_the_learner_precision(tmp_path):
                            "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "device cpu, learner bfloat16)" in proc.stderr
+
+
+@pytest.mark.slow  # two compiles of the network: about 10-20 s
+def test_a_compiled_learner_steps_as_the_eager_one_on_a_fixed_batch():
+    """--compile (on in the Atari preset) changes the speed of the learner's step, not its result."""
+    cfg = _cfg("CartPole-v1", torso="mlp", optimizer="adam")
+    env_spec, model, batch = _fixed_batch(cfg)
+    after = []
+    for compiled in (False, True):
+        learner = build_learner(TrainConfig(**{**cfg.__dict__, "compile": compiled}).validate(), env_spec,
+                                copy.deepcopy(model))
+        metrics = learner.step({k: v.clone() for k, v in batch.items()})
+        after.append((metrics["total_loss"],
+                      torch.cat([p.detach().flatten() for p in learner.model.parameters()])))
+    (loss_eager, w_eager), (loss_compiled, w_compiled) = after
+    assert loss_compiled == pytest.approx(loss_eager, rel=1e-5)
+    torch.testing.assert_close(w_compiled, w_eager, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(w_eager, torch.cat([p.detach().flatten() for p in model.parameters()]))  # it stepped
