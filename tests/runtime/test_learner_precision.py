@@ -137,3 +137,13 @@ def test_a_compiled_learner_steps_as_the_eager_one_on_a_fixed_batch():
     assert loss_compiled == pytest.approx(loss_eager, rel=1e-5)
     torch.testing.assert_close(w_compiled, w_eager, rtol=1e-5, atol=1e-6)
     assert not torch.equal(w_eager, torch.cat([p.detach().flatten() for p in model.parameters()]))  # it stepped
+
+
+def test_without_a_cxx_compiler_the_learner_runs_uncompiled(monkeypatch, caplog):
+    from impala_rl.runtime import learner as learner_module
+
+    monkeypatch.setattr(learner_module.shutil, "which", lambda name: None)
+    cfg = _cfg("CartPole-v1", torso="mlp", compile=True)
+    learner = build_learner(cfg, probe_env(cfg))
+    assert not learner.compiled and learner.forward is learner.model
+    assert "no C++ compiler" in caplog.text

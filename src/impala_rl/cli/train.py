@@ -104,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(note, file=sys.stderr)
     setup_logging(Path(cfg.run_dir), quiet=cfg.quiet)
     precision = describe_precision(cfg.learner_precision, trainer.learner.precision)
-    if cfg.compile:
+    if trainer.learner.compiled:
         precision += ", torch.compile (its first learner steps compile: timed in train.log)"
     print(f"[impala] training {cfg.env} for {cfg.total_frames} frames ({cfg.backend} backend, "
           f"{cfg.num_actors} actors x {cfg.envs_per_actor} envs, device {trainer.device}, {precision}); run dir {cfg.run_dir}",

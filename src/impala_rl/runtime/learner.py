@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import shutil
 import time
 from typing import NamedTuple
 
@@ -27,6 +28,16 @@ from impala_rl.runtime.precision import AutocastForward, resolve_precision
 from impala_rl.runtime.types import Batch, RolloutSpec
 
 log = logging.getLogger("impala_rl")
+
+
+def can_compile(device: torch.device) -> bool:
+    """Whether torch.compile can build kernels here: on a CPU its backend compiles C++, so it
+    needs a C++ compiler on the PATH; without one the learner runs eagerly (and says so)."""
+    if device.type != "cpu" or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++"):
+        return True
+    log.warning("--compile: no C++ compiler (c++, g++ or clang++) on the PATH, which torch.compile needs on a CPU; "
+                "the learner runs uncompiled")
+    return False
 
 
 def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -81,7 +92,8 @@ class Learner:
         self.device = device
         self.model = model.to(device)
         # The compiled callable shares parameters with self.model (whose state_dict stays plain).
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.compiled = cfg.compile and can_compile(self.device)
+        self.forward = torch.compile(self.model) if self.compiled else self.model
         self.precision = resolve_precision(cfg.learner_precision, device)  # float32 or bfloat16
         if self.precision == "bfloat16":  # outputs come back float32: the loss never sees bfloat16
             self.forward = AutocastForward(self.forward, device)
@@ -172,7 +184,7 @@ class Learner:
                         per_unroll[name] = value.new_zeros((size, *value.shape[1:]))
                     per_unroll[name][idx] = value.detach()
         result = average_metrics(results)
-        if self.cfg.compile and self.version < 2:  # the compile happens in the first steps (train and, once, eval mode)
+        if self.compiled and self.version < 2:  # the compile happens in the first steps (train and, once, eval mode)
             log.info("learner step %d took %.1f s (torch.compile compiles in the first steps)", self.version + 1,
                      sum(result.get(k, 0.0) for k in ("time_forward_s", "time_backward_s", "time_optimizer_s")))
         result.update(policy_lag_mean=float(lag.mean()), policy_lag_max=float(lag.max()))
