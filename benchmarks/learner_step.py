@@ -18,8 +18,7 @@ import time
 import torch
 
 from impala_rl.bench import synthetic_batch
-from impala_rl.config import TrainConfig, apply_preset
-from impala_rl.envs import env_family
+from impala_rl.config import TrainConfig
 from impala_rl.runtime.builders import build_learner, probe_env
 
 
@@ -30,7 +29,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=8)
     args = p.parse_args()
     torch.set_num_threads(1)
-    cfg = apply_preset(TrainConfig(env=args.env, quiet=True), {"env"}, env_family(args.env))[0].validate()
+    cfg = TrainConfig.for_env(args.env, quiet=True)  # as `impala train --env ENV` runs it
     spec = probe_env(cfg)
     batch = synthetic_batch(cfg, spec)
     learner = build_learner(cfg, spec)

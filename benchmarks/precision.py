@@ -23,8 +23,7 @@ import time
 import torch
 
 from impala_rl.bench import synthetic_batch
-from impala_rl.config import TrainConfig, apply_preset
-from impala_rl.envs import env_family
+from impala_rl.config import TrainConfig
 from impala_rl.runtime.builders import build_learner, probe_env
 from impala_rl.runtime.precision import cpu_flags, native_bf16
 
@@ -47,7 +46,7 @@ def main() -> int:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         p.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    cfg = apply_preset(TrainConfig(env=args.env, quiet=True), {"env"}, env_family(args.env))[0].validate()
+    cfg = TrainConfig.for_env(args.env, quiet=True)  # as `impala train --env ENV` runs it
     env_spec = probe_env(cfg)
     batch = synthetic_batch(cfg, env_spec)
     flags = sorted(f for f in cpu_flags() if "bf16" in f or f.startswith("amx"))

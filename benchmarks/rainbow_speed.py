@@ -26,8 +26,7 @@ import time
 
 import torch
 
-from impala_rl.config import TrainConfig, apply_preset
-from impala_rl.envs import env_family
+from impala_rl.config import TrainConfig
 from impala_rl.agents import agent_presets
 from impala_rl.runtime.backends import make_backend
 from impala_rl.runtime.builders import build_learner, probe_env
@@ -109,8 +108,7 @@ def main() -> int:
     p.add_argument("--envs-per-actor", type=int, default=4)
     p.add_argument("--rounds", type=int, default=1)
     args = p.parse_args()
-    base = TrainConfig(env=args.env, agent="rainbow", quiet=True)
-    base = apply_preset(base, {"env", "agent"}, env_family(args.env), agent_presets("rainbow"))[0]
+    base = TrainConfig.for_env(args.env, presets=agent_presets("rainbow"), agent="rainbow", quiet=True)
     settings = [("single", dict(backend="serial", num_actors=1, envs_per_actor=1))]
     settings += [(f"local x{n}", dict(backend="local", num_actors=n, envs_per_actor=args.envs_per_actor))
                  for n in (int(a) for a in args.actors.split(","))]
