@@ -5,10 +5,9 @@ test_merlin_agent.py; the Ray backend's test file runs MERLIN through Ray actors
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
+from cli_refusals import assert_train_refuses
 
 from impala_rl.checkpoint import load_checkpoint
 from impala_rl.config import TrainConfig
@@ -52,9 +51,4 @@ def test_rl_mem_runs_without_the_elbo(tmp_path):
     (["--env", "CartPole-v1", "--agent-options", "memory_slots=100000000"], "MERLIN's state in"),
 ])
 def test_bad_input_is_one_line_and_exit_2_and_leaves_no_run_directory(tmp_path, flags, message):
-    proc = subprocess.run([sys.executable, "-m", "impala_rl.cli", "train", "--agent", "merlin", *flags,
-                           "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and message in lines[0], proc.stderr
-    assert not (tmp_path / "run").exists()
+    assert_train_refuses(tmp_path, ["--agent", "merlin", *flags], message)

@@ -6,10 +6,9 @@ the target network in checkpoints, restored by ``--resume`` and copied by PBT's 
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 
 import pytest
+from cli_refusals import assert_train_refuses
 import torch
 
 from impala_rl.checkpoint import load_checkpoint
@@ -90,12 +89,7 @@ def test_impala_eval_plays_a_rainbow_run_greedily_on_its_q_values(tmp_path):
      "warmup=5000 exceeds the 984 transitions the replay can hold (replay_capacity=1000 over 4 environments)"),
 ])
 def test_bad_input_is_one_line_and_exit_2_and_leaves_no_run_directory(tmp_path, flags, message):
-    proc = subprocess.run([sys.executable, "-m", "impala_rl.cli", "train", "--agent", "rainbow", *flags,
-                           "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and message in lines[0], proc.stderr
-    assert not (tmp_path / "run").exists()
+    assert_train_refuses(tmp_path, ["--agent", "rainbow", *flags], message)
 
 
 def test_central_inference_acts_with_the_agents_acting_copy(tmp_path):
