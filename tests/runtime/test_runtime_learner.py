@@ -203,7 +203,26 @@ def test_popart_statistics_follow_the_targets_and_preserve_the_values():
         # The statistics are part of the weights actors receive and checkpoints hold.
         assert {"popart.mu", "popart.nu"} <= set(model.state_dict())
         backend.publish(model, learner.version)
-        torch.testing.assert_close(backend.actors[0].model.popart.mu, model.popart.mu)
+        for _ in backend.actors:  # each actor makes one more unroll (round robin), with these weights
+            backend.get_batch(len(backend.full) + 1)
+        for actor in backend.actors:
+            torch.testing.assert_close(actor.model.popart.mu, model.popart.mu)
+
+
+def test_serial_actors_act_with_the_weights_published_last_not_later_changes():
+    with learner_and_backend() as (cfg, model, learner, backend):
+        first = next(model.parameters())
+        with torch.no_grad():
+            first.add_(1.0)
+        backend.publish(model, 1)
+        published = first.detach().clone()
+        with torch.no_grad():
+            first.mul_(0.0)  # changed after the publish: the actors must not see it
+        for _ in backend.actors:
+            backend.get_batch(len(backend.full) + 1)
+        for actor in backend.actors:
+            torch.testing.assert_close(next(actor.model.parameters()), published)
+            assert next(actor.model.parameters()).abs().sum() > 0
 
 
 def test_learner_updates_observation_statistics_from_new_rows_only():

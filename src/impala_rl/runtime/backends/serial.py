@@ -1,8 +1,10 @@
 """Serial backend: actors and learner in one process, deterministic, for debugging and tests.
 
-The very same Actor runs here as in the local and Ray backends. After every update all
-actors load the new weights, so the policy lag is 0 unless B is not a multiple of the
-envs per actor (left-over unrolls then wait one update).
+The very same Actor runs here as in the local and Ray backends. Every actor acts with the
+newest weights, so the policy lag is 0 unless B is not a multiple of the envs per actor
+(left-over unrolls then wait one update). An actor loads them when it next acts, not at
+every publish: an agent that makes many updates per unroll (Rainbow's replay ratio) would
+otherwise copy the weights into every actor after each update.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class SerialBackend:
         else:
             self.actors = [build_actor(cfg, env_spec, i) for i in range(cfg.num_actors)]
         self.version = 0
+        self.weights: dict[str, torch.Tensor] = {}
+        self.loaded = [-1] * len(self.actors)  # the version each actor holds
         self.next_actor = 0
         self.actor_time = 0.0
         self.publish(model, 0)
@@ -49,7 +53,11 @@ class SerialBackend:
         t0 = time.perf_counter()
         with torch.inference_mode():
             while len(self.full) < count:
-                actor = self.actors[self.next_actor]
+                i = self.next_actor
+                actor = self.actors[i]
+                if self.loaded[i] != self.version:
+                    actor.model.load_state_dict(self.weights)
+                    self.loaded[i] = self.version
                 self.next_actor = (self.next_actor + 1) % len(self.actors)
                 slots = [self.free.popleft() for _ in range(actor.num_envs)]
                 finished += actor.unroll(self.buffers, slots, self.version)
@@ -61,10 +69,11 @@ class SerialBackend:
         return batch, finished
 
     def publish(self, model: torch.nn.Module, version: int) -> None:
-        state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
-        for actor in self.actors:
-            actor.model.load_state_dict(state)
+        # A snapshot: the actors must act with these weights even if the model changes before
+        # they next act (on CUDA ``.to`` copies; on the CPU ``clone`` does).
+        self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         self.version = version
+        self.loaded = [-1] * len(self.actors)
 
     def info(self) -> dict[str, float]:
         return {"actor_restarts": 0.0, "actor_time_s": self.actor_time}
