@@ -36,6 +36,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 1.08x end to end; the compile takes 5-7 s at the first steps (BENCHMARKS.md, stop 21).
         # Not bfloat16: Pong seed 0 ended at +15.7 with it where float32 reached +18 at 13.6M.
         "compile": True,
+        # A lost life ends the episode for learning (the return still spans the game): Breakout
+        # seed 0 had 39.8 at 8M frames with it, 24.5 without (docs/learning.md, stop 22). Games
+        # without lives (Pong) run exactly as before: their life count never drops (a test).
+        "episodic_life": True,
     },
     "classic_control": {
         **_SMALL_TASKS,

@@ -103,3 +103,22 @@ def test_rewards_are_raw_and_life_loss_is_reported(native):
         assert set(rewards) <= {0.0, 1.0, 4.0, 7.0}  # raw Breakout rewards (not clipped)
     finally:
         group.close()
+
+
+@pytest.mark.parametrize("native", ["on", "off"])
+def test_pong_never_reports_a_lost_life_so_episodic_life_leaves_it_unchanged(native):
+    # The Atari preset turns episodic_life on; for a game without lives the actor's terminal
+    # flags (done | life_lost) must be exactly those without it.
+    group = make_env_group("ALE/Pong-v5", 2, seed=0, atari=AtariOptions(episodic_life=True), native=native)
+    rng = np.random.default_rng(0)
+    try:
+        group.reset(seed=0)
+        points_lost = 0
+        for _ in range(1500):
+            group.send(rng.integers(0, 6, size=2))
+            r = group.recv()
+            assert not r.life_lost.any()
+            points_lost += int((r.reward < 0).sum())
+        assert points_lost >= 5  # random play concedes points, and none of them counts as a life
+    finally:
+        group.close()
