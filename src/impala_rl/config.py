@@ -174,12 +174,11 @@ class TrainConfig:
     inference_timeout_ms: float = _f(2.0, "Central inference: longest wait for inference_min_batch before running "
                                      "a partial batch.", "runtime")
     num_slots: int = _f(0, "Rollout slots in shared memory; 0 = auto (2 x actors x envs + batch).", "runtime")
-    pace_actors: bool = _f(False, "Local backend: grant actors only as many unrolls ahead of the learner as keep "
+    pace_actors: bool = _f(True, "Local backend: grant actors only as many unrolls ahead of the learner as keep "
                            "it fed (the window shrinks while a spare batch waits, grows when the learner waits), so "
                            "the policy lag stays at 1-2 updates (one unroll in flight per actor) when the learner "
-                           "is the bottleneck; off: actors fill every slot (lag up to num_slots / batch). Off by "
-                           "default until the presets' learning results are re-measured with it (issue 19).",
-                           "runtime")
+                           "is the bottleneck; --no-pace-actors: actors fill every slot (lag up to num_slots / "
+                           "batch).", "runtime")
     sync: bool = _f(False, "Batched A2C, sync trajectories (paper Table 1): actors wait for fresh weights each "
                     "unroll (policy lag 0); with --inference central: batched A2C with dynamic batching.", "runtime")
     sync_step: bool = _f(False, "Batched A2C, sync step (paper Table 1): all environments of all actors step in "

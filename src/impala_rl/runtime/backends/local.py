@@ -12,7 +12,7 @@ Transport (torchbeast-style, made kill-safe):
   restarts actors that die, returning the slots they held to the free list. Free slots
   go first to the actor holding fewest (then to the one served longest ago): granting
   in actor order let actor 0 take every freed slot while actor 1 idled (issue 19).
-- Pacing (``--pace-actors``; off by default until the presets are re-measured with it):
+- Pacing (on by default; ``--no-pace-actors`` turns it off):
   the slots granted or full, not yet taken by the learner, are capped by a window. Each time the learner takes a batch, the window
   shrinks by one actor's unroll if a spare batch was already waiting and grows by one if
   the learner had to wait, never below one batch nor one unroll in flight per actor. A
