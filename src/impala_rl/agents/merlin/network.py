@@ -317,10 +317,12 @@ class MerlinNet(nn.Module):
         mem = MemoryState(memory, usage, write_w, retro_w, step)
         record: dict[str, list] = {k: [] for k in ("pol_h", "pol_reads", "prior_mu", "prior_logvar", "post_mu",
                                                   "post_logvar", "z")}
+        starts = first.any(dim=1).tolist()  # one host copy: steps where no episode starts skip the reset
         for t in range(T):
-            mbp_h, mbp_c, pol_h, pol_c, mbp_reads, pol_reads = reset(mbp_h, mbp_c, pol_h, pol_c, mbp_reads,
-                                                                     pol_reads, first=first[t])
-            mem = mem.reset(first[t])
+            if starts[t]:
+                mbp_h, mbp_c, pol_h, pol_c, mbp_reads, pol_reads = reset(mbp_h, mbp_c, pol_h, pol_c, mbp_reads,
+                                                                         pol_reads, first=first[t])
+                mem = mem.reset(first[t])
             # Prior and posterior of z_t.
             prior = self.prior(torch.cat([mbp_h, mbp_reads], -1))
             prior_mu, prior_logvar = prior[:, :Z], _soft_bound(prior[:, Z:])
