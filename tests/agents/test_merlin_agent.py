@@ -269,6 +269,18 @@ def test_options_and_environments_it_does_not_take_are_refused_in_one_line():
     assert opts.memory_gamma == 0.5 and opts.obs_likelihood == "gaussian"  # CartPole's are vectors
 
 
+def test_auto_observation_likelihood_is_bernoulli_for_observations_in_the_unit_interval():
+    one_hot = EnvSpec((6,), np.dtype(np.float32), "categorical", 4, obs_in_unit_interval=True)
+    assert _agent(spec=one_hot).opts.obs_likelihood == "bernoulli"
+    assert _agent(spec=VECTOR).opts.obs_likelihood == "gaussian"
+    # normalised observations leave [0, 1]; an explicit choice wins over auto
+    assert _agent(spec=one_hot, normalize_observations=True).opts.obs_likelihood == "gaussian"
+    assert _agent(SMALL + ",obs_likelihood=gaussian", spec=one_hot).opts.obs_likelihood == "gaussian"
+    # the environments' own spaces
+    assert describe(make_env("popgym/RepeatPreviousEasy-v0")).obs_in_unit_interval
+    assert not describe(make_env("CartPole-v1")).obs_in_unit_interval
+
+
 def test_a_short_serial_training_run_completes(tmp_path):
     cfg = TrainConfig(env="CartPole-v1", agent="merlin", backend="serial", num_actors=2, envs_per_actor=2,
                       batch_size=4, unroll_length=10, total_frames=400, learner_threads=1, optimizer="adam",

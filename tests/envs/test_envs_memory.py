@@ -125,7 +125,7 @@ def test_spec_and_a_random_episode(env_id):
     env = make_env(env_id, seed=0)
     spec = describe(env)
     assert spec == EnvSpec(obs_shape=shape, obs_dtype=np.dtype(np.float32), policy_type="categorical",
-                           action_dim=actions, is_image=len(shape) == 3)
+                           action_dim=actions, is_image=len(shape) == 3, obs_in_unit_interval=True)
     obs, _ = env.reset()
     rng = np.random.default_rng(0)
     steps, total, done = 0, 0.0, False

@@ -102,6 +102,7 @@ def test_spec_is_a_float32_channel_first_image(env_id, channels, actions):
         policy_type="categorical",
         action_dim=actions,
         is_image=True,
+        obs_in_unit_interval=True,  # 0/1 channels
     )
     obs, _ = env.reset()
     assert obs.shape == (channels, 10, 10) and obs.dtype == np.float32

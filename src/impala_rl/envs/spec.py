@@ -42,6 +42,9 @@ class EnvSpec:
             task-id order; ``()`` for one environment.
         task_actions: each task's own number of actions (Discrete); the policy masks the
             others. ``()`` for one environment.
+        obs_in_unit_interval: the observation space is a float ``Box`` bounded to [0, 1]
+            everywhere (one-hot vectors and images, MinAtar's 0/1 channels): a model of the
+            observation can use a Bernoulli likelihood.
     """
 
     obs_shape: tuple[int, ...]
@@ -53,6 +56,7 @@ class EnvSpec:
     is_image: bool = False
     tasks: tuple[str, ...] = ()
     task_actions: tuple[int, ...] = ()
+    obs_in_unit_interval: bool = False
 
     @property
     def num_tasks(self) -> int:
@@ -92,6 +96,7 @@ def describe(env: Any) -> EnvSpec:
             "make_env casts vector observations to float32)"
         )
 
+    unit = bool(np.issubdtype(obs_dtype, np.floating) and np.all(obs_space.low >= 0) and np.all(obs_space.high <= 1))
     if isinstance(action_space, spaces.Discrete):
         if int(action_space.start) != 0:
             raise ValueError(
@@ -103,6 +108,7 @@ def describe(env: Any) -> EnvSpec:
             policy_type="categorical",
             action_dim=int(action_space.n),
             is_image=is_image,
+            obs_in_unit_interval=unit,
         )
     if isinstance(action_space, spaces.Box) and np.issubdtype(action_space.dtype, np.floating):
         return EnvSpec(
@@ -113,5 +119,6 @@ def describe(env: Any) -> EnvSpec:
             action_low=tuple(float(x) for x in action_space.low.ravel()),
             action_high=tuple(float(x) for x in action_space.high.ravel()),
             is_image=is_image,
+            obs_in_unit_interval=unit,
         )
     raise ValueError(f"unsupported action space {action_space} ({_ACCEPTED_ACTIONS})")

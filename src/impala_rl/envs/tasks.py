@@ -91,7 +91,8 @@ def combine_specs(ids: tuple[str, ...], specs: list[EnvSpec]) -> EnvSpec:
                      [f"{s.action_dim} in [{s.action_low}, {s.action_high}]" for s in specs])
     obs_shape = tuple(int(max(s.obs_shape[d] for s in specs)) for d in range(len(first.obs_shape)))
     return replace(first, obs_shape=obs_shape, action_dim=max(s.action_dim for s in specs),
-                   tasks=tuple(ids), task_actions=tuple(s.action_dim for s in specs))
+                   tasks=tuple(ids), task_actions=tuple(s.action_dim for s in specs),
+                   obs_in_unit_interval=all(s.obs_in_unit_interval for s in specs))
 
 
 ACCEPTED = ("accepted: tasks whose observations share rank, dtype and image size (channels and vector lengths are "

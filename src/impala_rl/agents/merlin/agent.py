@@ -18,11 +18,14 @@ exact step order). The agent is :class:`~impala_rl.agents.impala.ImpalaAgent`'s,
       + action_weight * NLL(a_{t-1} | z_t) + return_weight * NLL(vs_t | z_t, sg(log pi_t))
       + kl_weight * KL(q(z_t) || p(z_t))
 
-  with unit-variance gaussians for the observation (vectors; images that are not 0/1),
-  the reward (clipped as the network's input) and the return (the V-trace targets ``vs``,
-  no gradient; normalised by PopArt's statistics when on), Bernoulli for 0/1 images
-  (MinAtar), a categorical for the previous action (left out at episode starts, where there
-  is none). The policy reads ``sg(z)`` and ``sg(memory)``, so the RL loss does not reach the
+  with unit-variance gaussians for the reward (clipped as the network's input), the return
+  (the V-trace targets ``vs``, no gradient; normalised by PopArt's statistics when on) and
+  the observation when it is not in [0, 1]; Bernoulli for observations in [0, 1] (one-hot
+  vectors and images, MinAtar's channels; ``obs_likelihood=auto``); a categorical for the
+  previous action (left out at episode starts, where there is none). The Bernoulli matters:
+  a unit-variance gaussian on a one-hot of 4 values saves at most 0.375 nats by knowing the
+  value, less than the 1.39 nats of KL it costs to carry it in z, so the ELBO's optimum is a
+  z that carries nothing (docs/merlin.md, "Why the first MERLIN did not learn"). The policy reads ``sg(z)`` and ``sg(memory)``, so the RL loss does not reach the
   encoder or the MBP and the ELBO does not reach the policy.
 
 ``mbp_loss=false`` is the paper's RL-MEM ablation: the same memory and policy, no decoders,
@@ -64,9 +67,7 @@ from impala_rl.agents.merlin.network import (OBS_LIKELIHOODS, Z_SAMPLES, MerlinC
                                              state_spec)
 from impala_rl.config import ConfigError, TrainConfig
 from impala_rl.core.elbo import bernoulli_nll, categorical_nll, diag_gaussian_kl, elbo_loss, gaussian_nll
-from impala_rl.envs import is_minatar
 from impala_rl.envs.spec import EnvSpec
-from impala_rl.envs.tasks import task_ids
 from impala_rl.models import net_inputs
 from impala_rl.presets import ENV_PRESETS as IMPALA_ENV_PRESETS
 from impala_rl.presets import PRESETS as IMPALA_PRESETS
@@ -86,7 +87,7 @@ class MerlinOptions:
     memory_gamma: float = -1.0  # the retroactive discount; < 0: the run's --discount
     mbp_loss: bool = True  # false: RL-MEM (no ELBO, no stop-gradient)
     z_sample: str = "decoders"  # decoders: the sample feeds the decoders only; all: the paper's (network docstring)
-    obs_likelihood: str = "auto"  # gaussian, bernoulli, or auto: bernoulli for MinAtar's 0/1 images
+    obs_likelihood: str = "auto"  # gaussian, bernoulli, or auto: bernoulli for observations in [0, 1] (one-hots)
     obs_weight: float = 1.0
     reward_weight: float = 1.0
     action_weight: float = 1.0
@@ -98,9 +99,11 @@ WEIGHTS = ("obs", "reward", "action", "return")
 """The reconstruction terms, each weighted by its ``<name>_weight`` option."""
 
 
-def merlin_options(cfg: TrainConfig) -> MerlinOptions:
+def merlin_options(cfg: TrainConfig, env_spec: EnvSpec) -> MerlinOptions:
     """The options in ``cfg.agent_options``, checked, with ``memory_gamma`` and
-    ``obs_likelihood`` resolved. Raises ConfigError naming the option and what is accepted."""
+    ``obs_likelihood`` resolved (``auto``: Bernoulli when the observations lie in [0, 1] and
+    are not normalised, as one-hot vectors and images and MinAtar's channels; gaussian otherwise).
+    Raises ConfigError naming the option and what is accepted."""
     opts = agent_options(cfg, MerlinOptions)
     checks = [(name, getattr(opts, name) >= 1, ">= 1") for name in
               ("z_size", "memory_slots", "mbp_read_heads", "policy_read_heads", "mbp_hidden", "policy_hidden",
@@ -116,8 +119,8 @@ def merlin_options(cfg: TrainConfig) -> MerlinOptions:
     if opts.memory_gamma < 0:
         opts = dataclasses.replace(opts, memory_gamma=cfg.discount)
     if opts.obs_likelihood == "auto":
-        opts = dataclasses.replace(opts, obs_likelihood="bernoulli" if is_minatar(task_ids(cfg.env)[0])
-                                   else "gaussian")
+        bernoulli = env_spec.obs_in_unit_interval and not cfg.normalize_observations
+        opts = dataclasses.replace(opts, obs_likelihood="bernoulli" if bernoulli else "gaussian")
     return opts
 
 
@@ -170,7 +173,7 @@ class MerlinAgent(ImpalaAgent):
             raise ConfigError("--agent merlin takes --value-torso shared only (its policy and value share the "
                               "policy core)")
         super().__init__(cfg, env_spec, actor)
-        self.opts = merlin_options(cfg)
+        self.opts = merlin_options(cfg, env_spec)
         self.net_config = net_config(self.opts)
 
     def build_model(self) -> MerlinNet:
