@@ -13,6 +13,7 @@ from impala_rl.core.memory import (
     positive_sharpness,
     reset,
     sequential_write_weights,
+    unit_rows,
     update,
     update_usage,
     write,
@@ -54,6 +55,21 @@ def test_cosine_read_hand_case():
     expected_w = _t([[[a / (a + b), b / (a + b)]]])
     torch.testing.assert_close(weights, expected_w)
     torch.testing.assert_close(read, _t([[[1.0, b / (a + b)]]]))
+
+
+def test_unit_rows_hand_case_and_a_shared_normalisation_reads_the_same():
+    torch.testing.assert_close(unit_rows(_t([[3.0, 4.0], [0.0, 0.0]]), eps=0.0 + 1e-30),
+                               _t([[0.6, 0.8], [0.0, 0.0]]))
+    g = torch.Generator().manual_seed(0)
+    memory = torch.randn(2, 5, 6, generator=g, requires_grad=True)
+    keys, sharpness = torch.randn(2, 3, 6, generator=g), 1.0 + torch.rand(2, 3, generator=g)
+    read, weights = cosine_read(memory, keys, sharpness)
+    shared_read, shared_weights = cosine_read(memory, keys, sharpness, unit_memory=unit_rows(memory))
+    torch.testing.assert_close(shared_read, read)
+    torch.testing.assert_close(shared_weights, weights)
+    (grad,) = torch.autograd.grad(read.sum(), memory)
+    (shared_grad,) = torch.autograd.grad(shared_read.sum(), memory)
+    torch.testing.assert_close(shared_grad, grad)
 
 
 def test_written_vector_is_read_back_by_an_equal_key():

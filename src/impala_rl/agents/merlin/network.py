@@ -69,7 +69,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from impala_rl.core.memory import (MemoryState, cosine_read, fill_then_least_used_write_weights, positive_sharpness,
-                                   reset, update)
+                                   reset, unit_rows, update)
 from impala_rl.core.elbo import reparameterize
 from impala_rl.core.popart import PopArt
 from impala_rl.models.normalizer import ObservationNormalizer
@@ -306,12 +306,13 @@ class MerlinNet(nn.Module):
     def _read_keys(self, layer: nn.Linear, h: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
         """keys ``[B, K, W]`` and positive sharpnesses ``[B, K]`` from a core's output."""
         raw = layer(h).view(h.shape[0], heads, self.config.width + 1)
-        return raw[..., :-1], positive_sharpness(raw[..., -1])
+        keys, sharpness = raw.split((self.config.width, 1), dim=-1)  # one backward op, not one per slice
+        return keys, positive_sharpness(sharpness.squeeze(-1))
 
     def _unroll(self, embed: torch.Tensor, first: torch.Tensor, core_state: tuple, sample_all: bool,
                 generator: torch.Generator | None) -> tuple[MerlinOutput, tuple]:
         c = self.config
-        Z, T = c.z_size, embed.shape[0]
+        T = embed.shape[0]
         first = first.bool()
         mbp_h, mbp_c, pol_h, pol_c, memory, usage, write_w, retro_w, step, mbp_reads, pol_reads = core_state
         mem = MemoryState(memory, usage, write_w, retro_w, step)
@@ -325,20 +326,24 @@ class MerlinNet(nn.Module):
                 mem = mem.reset(first[t])
             # Prior and posterior of z_t.
             prior = self.prior(torch.cat([mbp_h, mbp_reads], -1))
-            prior_mu, prior_logvar = prior[:, :Z], _soft_bound(prior[:, Z:])
+            prior_mu, prior_logvar = prior.chunk(2, dim=-1)
+            prior_logvar = _soft_bound(prior_logvar)
             delta = self.posterior(torch.cat([embed[t], mbp_h, mbp_reads, prior_mu, prior_logvar], -1))
-            post_mu, post_logvar = prior_mu + delta[:, :Z], _soft_bound(prior_logvar + delta[:, Z:])
+            delta_mu, delta_logvar = delta.chunk(2, dim=-1)
+            post_mu, post_logvar = prior_mu + delta_mu, _soft_bound(prior_logvar + delta_logvar)
             z = reparameterize(post_mu, post_logvar, generator) if sample_all else post_mu
             # The MBP steps on z_t and reads the memory as it was after step t-1.
             mbp_h, mbp_c = self.mbp_lstm(torch.cat([z, mbp_reads], -1), (mbp_h, mbp_c))
             keys, sharpness = self._read_keys(self.mbp_keys, mbp_h, c.mbp_read_heads)
-            mbp_read, mbp_weights = cosine_read(mem.memory, keys, sharpness)
+            unit_memory = unit_rows(mem.memory)  # normalised once for both readers
+            mbp_read, mbp_weights = cosine_read(mem.memory, keys, sharpness, unit_memory=unit_memory)
             # The policy: its own core on z_t (stop-gradient for MERLIN) and its own reads.
             z_pol = z.detach() if c.stop_gradient else z
             pol_h, pol_c = self.pol_lstm(torch.cat([z_pol, pol_reads], -1), (pol_h, pol_c))
             keys, sharpness = self._read_keys(self.pol_keys, pol_h, c.policy_read_heads)
-            pol_read, pol_weights = cosine_read(mem.memory.detach() if c.stop_gradient else mem.memory, keys,
-                                                sharpness)
+            pol_memory, pol_unit = ((mem.memory.detach(), unit_memory.detach()) if c.stop_gradient
+                                    else (mem.memory, unit_memory))
+            pol_read, pol_weights = cosine_read(pol_memory, keys, sharpness, unit_memory=pol_unit)
             # Write z_t; the usage counts both readers' weights.
             write = fill_then_least_used_write_weights(mem.usage, mem.step)
             mem = update(mem, z, write, torch.cat([mbp_weights, pol_weights], 1), c.memory_gamma)
