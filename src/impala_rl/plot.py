@@ -7,6 +7,7 @@ Every file is read through :mod:`impala_rl.runfiles`."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -119,15 +120,20 @@ def plot_population(pop_dir: str | Path, output, window: int, title: str | None,
     return _save(fig, output, plt)
 
 
+def run_colours(labels: list[str]) -> list[str]:
+    """One matplotlib colour (``C0``, ``C1``, ...) per run, shared by the seeds of one setting:
+    labels that differ only in a trailing ``-seed<N>`` (as ``impala bench --learning`` names
+    its runs) get the same colour, in order of first appearance."""
+    groups: dict[str, str] = {}
+    return [groups.setdefault(re.sub(r"-seed\d+$", "", label), f"C{len(groups) % 10}") for label in labels]
+
+
 def _draw(ax, data, window: int, metric: str) -> None:
-    for run_dir, frames, returns in data:
-        label = Path(run_dir).name
-        if len(returns) == 0:
-            continue
-        ax.plot(frames, returns, alpha=0.15)
+    data = [(Path(run_dir).name, frames, returns) for run_dir, frames, returns in data if len(returns)]
+    for (label, frames, returns), colour in zip(data, run_colours([label for label, _, _ in data])):
+        ax.plot(frames, returns, alpha=0.15, color=colour)
         count = f"{len(returns)} episodes" if metric == "return" else f"{len(returns)} rows"
-        ax.plot(frames, moving_average(returns, window), label=f"{label} ({count})",
-                color=ax.lines[-1].get_color())
+        ax.plot(frames, moving_average(returns, window), label=f"{label} ({count})", color=colour)
     ax.set_xlabel("environment frames")
     ax.set_ylabel(f"episode return (moving average of {window})" if metric == "return"
                   else f"{metric} (moving average of {window} log rows)")

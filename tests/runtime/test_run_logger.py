@@ -95,3 +95,11 @@ def test_an_episodes_file_without_its_header_is_a_clear_error(tmp_path):
     (tmp_path / "episodes.csv").write_text("120,9,4\n")
     with pytest.raises(ValueError, match="has no header line with frames and return"):
         read_episodes(tmp_path)
+
+
+def test_plot_colours_the_seeds_of_one_setting_alike():
+    from impala_rl.plot import run_colours
+
+    labels = ["merlin-task-seed0", "merlin-task-seed1", "lstm-task-seed0", "lstm-task-seed1", "other", "merlin-task-seed2"]
+    assert run_colours(labels) == ["C0", "C0", "C1", "C1", "C2", "C0"]
+    assert run_colours(["a", "b"]) == ["C0", "C1"]  # runs without seeds: one colour each, as before
