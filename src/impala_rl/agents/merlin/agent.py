@@ -25,7 +25,8 @@ exact step order). The agent is :class:`~impala_rl.agents.impala.ImpalaAgent`'s,
   previous action (left out at episode starts, where there is none). The Bernoulli matters:
   a unit-variance gaussian on a one-hot of 4 values saves at most 0.375 nats by knowing the
   value, less than the 1.39 nats of KL it costs to carry it in z, so the ELBO's optimum is a
-  z that carries nothing (docs/merlin.md, "Why the first MERLIN did not learn"). The policy reads ``sg(z)`` and ``sg(memory)``, so the RL loss does not reach the
+  z that carries nothing (docs/merlin.md, "Why the first MERLIN did not learn"). The policy
+  reads ``sg(z)`` and ``sg(memory)``, so the RL loss does not reach the
   encoder or the MBP and the ELBO does not reach the policy.
 
 ``mbp_loss=false`` is the paper's RL-MEM ablation: the same memory and policy, no decoders,
