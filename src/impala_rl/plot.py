@@ -128,10 +128,17 @@ def run_colours(labels: list[str]) -> list[str]:
     return [groups.setdefault(re.sub(r"-seed\d+$", "", label), f"C{len(groups) % 10}") for label in labels]
 
 
+# Above this many points a run's raw values, drawn faintly behind its moving average, fill the
+# panel from the lowest return to the highest (MiniGrid's 0-or-1 episodes over 100k+ episodes
+# become one opaque block): only the moving average is drawn then.
+RAW_TRACE_MAX_POINTS = 3000
+
+
 def _draw(ax, data, window: int, metric: str) -> None:
     data = [(Path(run_dir).name, frames, returns) for run_dir, frames, returns in data if len(returns)]
     for (label, frames, returns), colour in zip(data, run_colours([label for label, _, _ in data])):
-        ax.plot(frames, returns, alpha=0.15, color=colour)
+        if len(returns) <= RAW_TRACE_MAX_POINTS:
+            ax.plot(frames, returns, alpha=0.15, color=colour)
         count = f"{len(returns)} episodes" if metric == "return" else f"{len(returns)} rows"
         ax.plot(frames, moving_average(returns, window), label=f"{label} ({count})", color=colour)
     ax.set_xlabel("environment frames")

@@ -2,6 +2,7 @@
 
 import csv
 
+import numpy as np
 import pytest
 
 from impala_rl.logging import PROGRESS_COLUMNS, RunLogger
@@ -103,3 +104,21 @@ def test_plot_colours_the_seeds_of_one_setting_alike():
     labels = ["merlin-task-seed0", "merlin-task-seed1", "lstm-task-seed0", "lstm-task-seed1", "other", "merlin-task-seed2"]
     assert run_colours(labels) == ["C0", "C0", "C1", "C1", "C2", "C0"]
     assert run_colours(["a", "b"]) == ["C0", "C1"]  # runs without seeds: one colour each, as before
+
+
+def test_plot_draws_raw_returns_only_where_they_stay_readable(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from impala_rl.plot import RAW_TRACE_MAX_POINTS, _draw
+
+    rng = np.random.default_rng(0)
+    few, many = 50, RAW_TRACE_MAX_POINTS + 1
+    data = [(str(tmp_path / "few"), np.arange(few), rng.integers(0, 2, few).astype(float)),
+            (str(tmp_path / "many"), np.arange(many), rng.integers(0, 2, many).astype(float))]
+    fig, ax = plt.subplots()
+    _draw(ax, data, 10, "return")
+    lengths = sorted(len(line.get_xdata()) for line in ax.lines)
+    plt.close(fig)
+    # the short run: raw trace and moving average; the long one: its moving average alone
+    assert lengths == [few, few, many]
