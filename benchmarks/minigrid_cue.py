@@ -1,0 +1,83 @@
+"""Does a MiniGrid-Memory policy look for the cue, and use it? Prints, for a run's latest
+checkpoint: the share of episodes in which the agent saw the cue object (MiniGrid's
+``agent_sees`` on the cue's cell, at any step), the success rate, and the success rate in
+episodes with and without a sight of the cue.
+
+A policy that remembers the cue succeeds in nearly every episode where it saw it; one that
+guesses at the junction succeeds in half, seen or not (docs/merlin.md).
+
+    python benchmarks/minigrid_cue.py RUN_DIR [--episodes 1000] [--greedy]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from impala_rl.agents import make_agent
+from impala_rl.envs import make_env
+from impala_rl.models import net_inputs
+from impala_rl.runtime.builders import probe_env
+from impala_rl.runtime.play import pad_observations
+from impala_rl.runtime.rundirs import load_run
+
+
+def cue_sightings(run_dir: str, episodes: int, greedy: bool, seed: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """(saw the cue, succeeded) per episode, bool arrays of length ``episodes``."""
+    cfg, state = load_run(run_dir)
+    if not cfg.env.startswith("MiniGrid-Memory"):
+        raise SystemExit(f"minigrid_cue: the run's environment is {cfg.env}; a MiniGrid-Memory* run is needed")
+    spec = probe_env(cfg)
+    agent = make_agent(cfg, spec)
+    model = agent.build_model()
+    model.load_state_dict(state["model"])
+    model.eval()
+    env = make_env(cfg.env, seed=seed)
+    grid = env.unwrapped
+    generator = torch.Generator().manual_seed(seed)
+    saw, won = [], []
+    with torch.no_grad():
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            cue = (1, grid.height // 2 - 1)  # where MemoryEnv puts the start room's object
+            core = model.initial_state(1)
+            first, last_action, reward = True, torch.zeros((1, 1), dtype=torch.int64), 0.0
+            seen, done, total = False, False, 0.0
+            while not done:
+                seen = seen or bool(grid.agent_sees(*cue))
+                x = pad_observations(np.asarray(obs)[None], spec.obs_shape, spec.obs_dtype)
+                inputs = net_inputs(torch.as_tensor(x)[None], torch.tensor([[first]]), last_action,
+                                    torch.tensor([[reward]], dtype=torch.float32), cfg.reward_clip)
+                out, core = model(core_state=core, **inputs)
+                action = agent.act(out, generator, greedy=greedy).action[0]
+                obs, reward, terminated, truncated, _ = env.step(int(action))
+                total += float(reward)
+                first, last_action = False, action.reshape(1, 1).to(torch.int64)
+                done = terminated or truncated
+            saw.append(seen)
+            won.append(total > 0)
+    env.close()
+    return np.array(saw), np.array(won)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--greedy", action="store_true", help="the most likely action (default: sampled, as in training)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    saw, won = cue_sightings(args.run_dir, args.episodes, args.greedy)
+
+    def rate(mask):
+        return f"{won[mask].mean():.0%} of {mask.sum()}" if mask.any() else "-"
+
+    print(f"{args.run_dir} ({'greedy' if args.greedy else 'sampled'}, {args.episodes} episodes): "
+          f"saw the cue in {saw.mean():.0%}; success {won.mean():.0%}; "
+          f"success when it saw the cue {rate(saw)}, when not {rate(~saw)}")
+
+
+if __name__ == "__main__":
+    main()
