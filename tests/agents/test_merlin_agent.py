@@ -260,6 +260,7 @@ def test_options_and_environments_it_does_not_take_are_refused_in_one_line():
         (dict(spec=EnvSpec((4,), np.dtype(np.float32), "categorical", 3, tasks=("CartPole-v1", "Acrobot-v1"),
                            task_actions=(2, 3))), "trains on one environment"),
         (dict(value_torso="separate"), "takes --value-torso shared only"),
+        (dict(compile=True), "does not take --compile"),
     ]
     for kw, message in cases:
         with pytest.raises(ConfigError, match=message) as e:

@@ -49,7 +49,8 @@ the defaults (Z 32, N 64, K 3 + 1, H 128 + 128) 20,232 bytes (about 20 KiB, the 
 N x 2Z floats 16 KiB of it), against 1,074 bytes for the rest of a CartPole slot of 20 rows.
 (:meth:`MerlinAgent.state_bytes` gives it for the options in force.)
 
-Refused (one line each): continuous actions, several tasks, ``--value-torso separate``.
+Refused (one line each): continuous actions, several tasks, ``--value-torso separate``,
+``--compile``.
 IMPALA's ``--use-lstm``/``--lstm-size`` do not apply (MERLIN always has its two LSTMs).
 Presets: IMPALA's by family and environment, without the continuous-only fields; not tuned
 for MERLIN.
@@ -173,6 +174,11 @@ class MerlinAgent(ImpalaAgent):
         if cfg.value_torso == "separate":
             raise ConfigError("--agent merlin takes --value-torso shared only (its policy and value share the "
                               "policy core)")
+        if cfg.compile:
+            # torch.compile traces the whole unroll, T steps of ~100 operations each: a first learner
+            # step of RepeatPrevious had not finished compiling after 14 minutes (docs/merlin.md, "Speed").
+            raise ConfigError("--agent merlin does not take --compile (torch.compile traces its whole unroll of "
+                              "--unroll-length steps and did not finish compiling in 14 minutes); run without it")
         super().__init__(cfg, env_spec, actor)
         self.opts = merlin_options(cfg, env_spec)
         self.net_config = net_config(self.opts)
