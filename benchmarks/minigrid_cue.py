@@ -17,10 +17,8 @@ import numpy as np
 import torch
 
 from impala_rl.agents import make_agent
-from impala_rl.envs import make_env
-from impala_rl.models import net_inputs
 from impala_rl.runtime.builders import probe_env
-from impala_rl.runtime.play import pad_observations
+from impala_rl.runtime.play import play
 from impala_rl.runtime.rundirs import load_run
 
 
@@ -34,32 +32,15 @@ def cue_sightings(run_dir: str, episodes: int, greedy: bool, seed: int = 1000) -
     model = agent.build_model()
     model.load_state_dict(state["model"])
     model.eval()
-    env = make_env(cfg.env, seed=seed)
-    grid = env.unwrapped
-    generator = torch.Generator().manual_seed(seed)
-    saw, won = [], []
+    saw = np.zeros(episodes, dtype=bool)
+
+    def watch(episode: int, env) -> None:
+        grid = env.unwrapped  # MemoryEnv puts the start room's object at (1, height // 2 - 1)
+        saw[episode] |= bool(grid.agent_sees(1, grid.height // 2 - 1))
+
     with torch.no_grad():
-        for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            cue = (1, grid.height // 2 - 1)  # where MemoryEnv puts the start room's object
-            core = model.initial_state(1)
-            first, last_action, reward = True, torch.zeros((1, 1), dtype=torch.int64), 0.0
-            seen, done, total = False, False, 0.0
-            while not done:
-                seen = seen or bool(grid.agent_sees(*cue))
-                x = pad_observations(np.asarray(obs)[None], spec.obs_shape, spec.obs_dtype)
-                inputs = net_inputs(torch.as_tensor(x)[None], torch.tensor([[first]]), last_action,
-                                    torch.tensor([[reward]], dtype=torch.float32), cfg.reward_clip)
-                out, core = model(core_state=core, **inputs)
-                action = agent.act(out, generator, greedy=greedy).action[0]
-                obs, reward, terminated, truncated, _ = env.step(int(action))
-                total += float(reward)
-                first, last_action = False, action.reshape(1, 1).to(torch.int64)
-                done = terminated or truncated
-            saw.append(seen)
-            won.append(total > 0)
-    env.close()
-    return np.array(saw), np.array(won)
+        returns, _ = play(cfg, spec, agent, model, cfg.env, 0, episodes, greedy, seed, 0, None, watch=watch)
+    return saw, np.array(returns) > 0
 
 
 def main() -> None:

@@ -27,11 +27,14 @@ log = logging.getLogger("impala_rl")
 @torch.inference_mode()
 def play(cfg, env_spec, agent, model, env_id: str, task: int, episodes: int, greedy: bool, seed: int,
          max_steps: int, frames: list | None,
-         progress: Callable[[int, float, int, bool], None] | None = None) -> tuple[list[float], list[int]]:
+         progress: Callable[[int, float, int, bool], None] | None = None,
+         watch: Callable[[int, object], None] | None = None) -> tuple[list[float], list[int]]:
     """Episodes of one task; rendered frames of the first go to ``frames`` when given.
 
     An episode ends at termination, truncation, or after ``max_steps`` agent steps (0 = no
-    cap). ``progress(episode, return, steps, capped)`` is called after each episode."""
+    cap). ``progress(episode, return, steps, capped)`` is called after each episode;
+    ``watch(episode, env)`` before each agent step (diagnostics that read the environment's
+    state, as benchmarks/minigrid_cue.py)."""
     render = {"render_mode": "rgb_array"} if frames is not None else {}
     env = make_env(env_id, seed=seed, atari=atari_options(cfg), **render)
     generator = torch.Generator().manual_seed(seed)
@@ -48,6 +51,8 @@ def play(cfg, env_spec, agent, model, env_id: str, task: int, episodes: int, gre
             while not done:
                 if frames is not None and episode == 0:
                     frames.append(env.render())
+                if watch is not None:
+                    watch(episode, env)
                 obs = pad_observations(np.asarray(obs)[None], env_spec.obs_shape, env_spec.obs_dtype)
                 inputs = net_inputs(torch.as_tensor(obs)[None], torch.tensor([[first]]),
                                     last_action, torch.tensor([[reward]], dtype=torch.float32), cfg.reward_clip)
