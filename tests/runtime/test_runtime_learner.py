@@ -15,7 +15,7 @@ from impala_rl.agents.impala import agent as impala_agent_module
 from impala_rl.runtime import learner as learner_module
 from impala_rl.runtime.backends.serial import SerialBackend
 from impala_rl.runtime.builders import build_learner, probe_env
-from impala_rl.runtime.learner import Learner
+from impala_rl.runtime.learner import Learner, make_optimizer
 from impala_rl.runtime.types import select_unrolls
 from impala_rl.runtime.train import Trainer
 
@@ -162,6 +162,27 @@ def test_optimizer_choice(optimizer, cls):
     env_spec = probe_env(cfg)
     learner = build_learner(cfg, env_spec)
     assert type(learner.optimizer) is cls
+
+
+def test_adam_is_fused_and_steps_as_the_reference_adam():
+    """The learner's Adam runs the fused kernel and moves the weights as torch's per-tensor Adam."""
+    cfg = make_cfg(optimizer="adam", learning_rate=1e-2, adam_epsilon=1e-3)
+    model = make_agent(cfg, probe_env(cfg)).build_model()
+    params = list(model.parameters())
+    start = [p.detach().clone() for p in params]
+    reference = [p.detach().clone().requires_grad_() for p in params]
+    ours = make_optimizer(cfg, params)
+    theirs = torch.optim.Adam(reference, lr=1e-2, eps=1e-3, foreach=False)
+    assert ours.defaults["fused"] is True
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for p, q in zip(params, reference):
+            p.grad = torch.randn(p.shape, generator=g)
+            q.grad = p.grad.clone()
+        ours.step()
+        theirs.step()
+    assert max((p - q).abs().max().item() for p, q in zip(params, reference)) < 1e-6
+    assert min((p - p0).abs().max().item() for p, p0 in zip(params, start)) > 1e-3  # every tensor moved
 
 
 def _fixed_inputs(T=3, B=4, D=4):
