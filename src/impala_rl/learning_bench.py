@@ -18,8 +18,10 @@ holds every run, every task's summary and the aggregate.
 
 Suites: ``quick`` (classic, continuous and MinAtar tasks), ``atari`` (Pong 20M frames,
 Breakout and SpaceInvaders 10M), ``mujoco``
-(HalfCheetah, Walker2d) and ``all`` (every task, MountainCar too: a known exploration
-failure, reported rather than tuned for).
+(HalfCheetah, Walker2d), ``all`` (every task, MountainCar too: a known exploration
+failure, reported rather than tuned for), ``rainbow`` (issue 21's targets), ``rainbow-ablation``
+(Rainbow minus each component and DQN plus each, MinAtar Breakout, 2M frames) and ``memory``
+(issue 22's four agents on the memory tasks).
 """
 
 from __future__ import annotations
@@ -52,6 +54,20 @@ class Task:
 RAINBOW = ("--agent", "rainbow")
 DQN = ("--agent", "rainbow", "--agent-options",
        "double=false,prioritized=false,dueling=false,multistep=false,distributional=false,noisy=false")
+
+RAINBOW_COMPONENTS = ("double", "prioritized", "dueling", "multistep", "distributional", "noisy")
+
+
+def rainbow_with(*on: str) -> tuple[str, ...]:
+    """Rainbow's flags with only the components ``on`` switched on (all six: Rainbow; none: DQN)."""
+    return ("--agent", "rainbow", "--agent-options", ",".join(f"{c}={str(c in on).lower()}" for c in RAINBOW_COMPONENTS))
+
+
+# "Revisiting Rainbow"'s ablation at small scale (issue 21): Rainbow minus each component and DQN plus
+# each, MinAtar Breakout, 2M frames (threshold and random as the 5M Breakout task's).
+ABLATION = {"rainbow": rainbow_with(*RAINBOW_COMPONENTS), "dqn": rainbow_with(),
+            **{f"rainbow-no-{c}": rainbow_with(*(o for o in RAINBOW_COMPONENTS if o != c)) for c in RAINBOW_COMPONENTS},
+            **{f"dqn-plus-{c}": rainbow_with(c) for c in RAINBOW_COMPONENTS}}
 
 MEMORY_TASKS = {
     "repeatprevious": ("popgym/RepeatPreviousEasy-v0", 1.0, -0.49),
@@ -89,6 +105,7 @@ TASKS = {
     "rainbow-minatar-spaceinvaders": Task("MinAtar/SpaceInvaders-v1", 5_000_000, 100.0, 3.0, RAINBOW),
     "dqn-minatar-breakout": Task("MinAtar/Breakout-v1", 5_000_000, 20.0, 0.5, DQN),
     "dqn-minatar-spaceinvaders": Task("MinAtar/SpaceInvaders-v1", 5_000_000, 100.0, 3.0, DQN),
+    **{f"breakout2m-{name}": Task("MinAtar/Breakout-v1", 2_000_000, 20.0, 0.5, flags) for name, flags in ABLATION.items()},
     # issue 22's comparison on the memory tasks (docs/memory_tasks.md: "threshold" is the best score a
     # perfect memory gets, "random" a random policy's, so the normalised score is 0 at random, 1 at best)
     **{f"{agent}-{task}": Task(env, 2_000_000, best, random, flags)
@@ -100,6 +117,7 @@ SUITES = {
     "mujoco": ("halfcheetah", "walker2d"),
     "rainbow": ("rainbow-cartpole", "rainbow-lunarlander", "rainbow-minatar-breakout", "rainbow-minatar-spaceinvaders",
                 "dqn-minatar-breakout", "dqn-minatar-spaceinvaders"),
+    "rainbow-ablation": tuple(f"breakout2m-{name}" for name in ABLATION),
     "memory": tuple(f"{agent}-{task}" for task in MEMORY_TASKS for agent in MEMORY_AGENTS),
     "all": tuple(name for name, task in TASKS.items() if not task.flags and not task.env.startswith(("popgym", "MiniGrid"))),
 }

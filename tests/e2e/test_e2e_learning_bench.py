@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from impala_rl.learning_bench import (SUITES, TASKS, aggregate, format_report, format_table, frames_to_threshold,
+from impala_rl.learning_bench import (DQN, SUITES, TASKS, aggregate, format_report, format_table, frames_to_threshold,
                                       run_task, summarise, summarise_seeds)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,9 +28,15 @@ def test_frames_to_threshold_needs_a_full_window_at_the_threshold():
 
 def test_every_suite_names_known_tasks():
     assert set(SUITES["quick"]) <= set(TASKS) and SUITES["atari"] == ("pong", "breakout", "spaceinvaders")
-    assert set(SUITES["all"]) | set(SUITES["rainbow"]) | set(SUITES["memory"]) == set(TASKS)
+    assert set(SUITES["all"]) | set(SUITES["rainbow"]) | set(SUITES["memory"]) | set(SUITES["rainbow-ablation"]) == set(TASKS)
     assert not any(TASKS[name].flags for name in SUITES["all"])  # IMPALA's tasks with its presets
     assert all(TASKS[name].flags[:2] == ("--agent", "rainbow") for name in SUITES["rainbow"])
+    ablation = {name: TASKS[name].flags[-1] for name in SUITES["rainbow-ablation"]}
+    assert len(ablation) == 14 and ablation["breakout2m-dqn"] == DQN[-1]
+    assert ablation["breakout2m-rainbow-no-noisy"] == ("double=true,prioritized=true,dueling=true,multistep=true,"
+                                                      "distributional=true,noisy=false")
+    assert ablation["breakout2m-dqn-plus-multistep"] == ("double=false,prioritized=false,dueling=false,multistep=true,"
+                                                        "distributional=false,noisy=false")
     assert len(SUITES["memory"]) == 16 and {TASKS[n].flags for n in SUITES["memory"]} == {
         ("--no-use-lstm",), (), ("--agent", "merlin", "--agent-options", "mbp_loss=false"), ("--agent", "merlin")}
     assert "mountaincar" not in {name for suite, names in SUITES.items() if suite != "all" for name in names}
