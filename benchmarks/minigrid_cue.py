@@ -1,7 +1,9 @@
 """Does a MiniGrid-Memory policy look for the cue, and use it? Prints, for a run's latest
 checkpoint: the share of episodes in which the agent saw the cue object (MiniGrid's
 ``agent_sees`` on the cue's cell, at any step), the success rate, and the success rate in
-episodes with and without a sight of the cue.
+episodes with and without a sight of the cue; then the sightings split into those where the
+cue was in view at the first step (the agent starts beside it, in column 1: one start in 8
+on S11, 1 in 4 on S7) and those where the agent turned or walked back to it.
 
 A policy that remembers the cue succeeds in nearly every episode where it saw it; one that
 guesses at the junction succeeds in half, seen or not (docs/merlin.md).
@@ -22,8 +24,9 @@ from impala_rl.runtime.play import play
 from impala_rl.runtime.rundirs import load_run
 
 
-def cue_sightings(run_dir: str, episodes: int, greedy: bool, seed: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """(saw the cue, succeeded) per episode, bool arrays of length ``episodes``."""
+def cue_sightings(run_dir: str, episodes: int, greedy: bool,
+                  seed: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(saw the cue, saw it at the first step, succeeded) per episode, bool arrays of length ``episodes``."""
     cfg, state = load_run(run_dir)
     if not cfg.env.startswith("MiniGrid-Memory"):
         raise SystemExit(f"minigrid_cue: the run's environment is {cfg.env}; a MiniGrid-Memory* run is needed")
@@ -33,14 +36,19 @@ def cue_sightings(run_dir: str, episodes: int, greedy: bool, seed: int = 1000) -
     model.load_state_dict(state["model"])
     model.eval()
     saw = np.zeros(episodes, dtype=bool)
+    at_start = np.zeros(episodes, dtype=bool)
+    steps = np.zeros(episodes, dtype=np.int64)
 
     def watch(episode: int, env) -> None:
         grid = env.unwrapped  # MemoryEnv puts the start room's object at (1, height // 2 - 1)
-        saw[episode] |= bool(grid.agent_sees(1, grid.height // 2 - 1))
+        sees = bool(grid.agent_sees(1, grid.height // 2 - 1))
+        saw[episode] |= sees
+        at_start[episode] |= sees and steps[episode] == 0
+        steps[episode] += 1
 
     with torch.no_grad():
         returns, _ = play(cfg, spec, agent, model, cfg.env, 0, episodes, greedy, seed, 0, None, watch=watch)
-    return saw, np.array(returns) > 0
+    return saw, at_start, np.array(returns) > 0
 
 
 def main() -> None:
@@ -50,14 +58,16 @@ def main() -> None:
     parser.add_argument("--greedy", action="store_true", help="the most likely action (default: sampled, as in training)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    saw, won = cue_sightings(args.run_dir, args.episodes, args.greedy)
+    saw, at_start, won = cue_sightings(args.run_dir, args.episodes, args.greedy)
 
     def rate(mask):
         return f"{won[mask].mean():.0%} of {mask.sum()}" if mask.any() else "-"
 
     print(f"{args.run_dir} ({'greedy' if args.greedy else 'sampled'}, {args.episodes} episodes): "
           f"saw the cue in {saw.mean():.0%}; success {won.mean():.0%}; "
-          f"success when it saw the cue {rate(saw)}, when not {rate(~saw)}")
+          f"success when it saw the cue {rate(saw)}, when not {rate(~saw)}\n"
+          f"  in view at the first step: {at_start.mean():.0%}, success {rate(at_start)}; "
+          f"found later (turned or walked back): {(saw & ~at_start).mean():.0%}, success {rate(saw & ~at_start)}")
 
 
 if __name__ == "__main__":
