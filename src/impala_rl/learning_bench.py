@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from impala_rl.agents.rainbow.agent import COMPONENTS as RAINBOW_COMPONENTS
 from impala_rl.plot import plot_runs
 from impala_rl.runfiles import SUMMARY_NAME, read_episodes, read_summary
 
@@ -51,16 +52,13 @@ class Task:
     flags: tuple[str, ...] = ()  # beyond --env: another agent and its options (the IMPALA preset without)
 
 
-RAINBOW = ("--agent", "rainbow")
-DQN = ("--agent", "rainbow", "--agent-options",
-       "double=false,prioritized=false,dueling=false,multistep=false,distributional=false,noisy=false")
-
-RAINBOW_COMPONENTS = ("double", "prioritized", "dueling", "multistep", "distributional", "noisy")
-
-
 def rainbow_with(*on: str) -> tuple[str, ...]:
     """Rainbow's flags with only the components ``on`` switched on (all six: Rainbow; none: DQN)."""
     return ("--agent", "rainbow", "--agent-options", ",".join(f"{c}={str(c in on).lower()}" for c in RAINBOW_COMPONENTS))
+
+
+RAINBOW = ("--agent", "rainbow")
+DQN = rainbow_with()  # Rainbow with its six components off
 
 
 # "Revisiting Rainbow"'s ablation at small scale (issue 21): Rainbow minus each component and DQN plus
