@@ -38,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 
-from impala_rl.agents.rainbow.agent import COMPONENTS as RAINBOW_COMPONENTS
 from impala_rl.plot import plot_runs
 from impala_rl.runfiles import SUMMARY_NAME, read_episodes, read_summary
 
@@ -50,6 +49,11 @@ class Task:
     threshold: float  # the target for the 100-episode mean (issue 8; MinAtar: the paper's AC(0.8) at 5M frames)
     random: float  # a random policy's mean return: 0 on the normalised scale, where the threshold is 1
     flags: tuple[str, ...] = ()  # beyond --env: another agent and its options (the IMPALA preset without)
+
+
+# agents.rainbow.agent.COMPONENTS (a test checks): not imported, so that the CLI's parser, which
+# imports this module, does not import torch.
+RAINBOW_COMPONENTS = ("double", "prioritized", "dueling", "multistep", "distributional", "noisy")
 
 
 def rainbow_with(*on: str) -> tuple[str, ...]:

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from impala_rl.learning_bench import (DQN, SUITES, TASKS, aggregate, format_report, format_table, frames_to_threshold,
-                                      run_task, summarise, summarise_seeds)
+from impala_rl.agents.rainbow import agent as rainbow_agent
+from impala_rl.learning_bench import (DQN, RAINBOW_COMPONENTS, SUITES, TASKS, aggregate, format_report, format_table,
+                                      frames_to_threshold, run_task, summarise, summarise_seeds)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,6 +32,7 @@ def test_every_suite_names_known_tasks():
     assert set(SUITES["all"]) | set(SUITES["rainbow"]) | set(SUITES["memory"]) | set(SUITES["rainbow-ablation"]) == set(TASKS)
     assert not any(TASKS[name].flags for name in SUITES["all"])  # IMPALA's tasks with its presets
     assert all(TASKS[name].flags[:2] == ("--agent", "rainbow") for name in SUITES["rainbow"])
+    assert RAINBOW_COMPONENTS == rainbow_agent.COMPONENTS
     ablation = {name: TASKS[name].flags[-1] for name in SUITES["rainbow-ablation"]}
     assert len(ablation) == 14 and ablation["breakout2m-dqn"] == DQN[-1]
     assert ablation["breakout2m-rainbow-no-noisy"] == ("double=true,prioritized=true,dueling=true,multistep=true,"
