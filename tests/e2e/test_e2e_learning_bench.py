@@ -45,6 +45,13 @@ def test_every_suite_names_known_tasks():
     assert all(t.random < t.threshold for t in TASKS.values())  # a normalised score of 1 is above random's 0
 
 
+def test_the_cli_parser_can_import_the_suites_without_torch():
+    """cli/parser.py imports this module for every command: it must not pull torch in (1.5 s)."""
+    code = "import sys, impala_rl.learning_bench; assert 'torch' not in sys.modules, 'torch imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_summarise_reads_a_run_directory(tmp_path):
     run = tmp_path / "cartpole-seed0"
     run.mkdir()
