@@ -1,7 +1,7 @@
 """Learning benchmark: named suites of training runs with fixed seeds, one table of results.
 
     python benchmarks/learning.py SUITE [--out DIR] [--seed N | --seeds 0,1,2] [--frames N] [--json]
-                                        [-- train options]
+                                        [--jobs N] [-- train options]
 
 SUITE: quick (CartPole, Acrobot, Pendulum, LunarLander, MinAtar Breakout and SpaceInvaders),
 atari (Pong), mujoco (HalfCheetah, Walker2d), all (these and MountainCar), or one task name.
@@ -15,7 +15,7 @@ ablations). The same as `impala bench --learning SUITE` (see impala_rl/learning_
 import argparse
 import sys
 
-from impala_rl.learning_bench import SUITES, TASKS, main_learning, parse_seeds
+from impala_rl.learning_bench import SUITES, TASKS, main_learning, parse_jobs, parse_seeds
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
@@ -30,5 +30,6 @@ if __name__ == "__main__":
                       help="run every task once per seed, e.g. 0,1,2")
     p.add_argument("--frames", type=int, default=None, help="override every task's frame budget")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--jobs", type=parse_jobs, default=1, metavar="N", help="training runs at once (default: 1)")
     a = p.parse_args(argv)
-    sys.exit(main_learning(a.suite, a.out, a.seeds or (a.seed,), extra, as_json=a.json, frames=a.frames))
+    sys.exit(main_learning(a.suite, a.out, a.seeds or (a.seed,), extra, as_json=a.json, frames=a.frames, jobs=a.jobs))

@@ -2,9 +2,12 @@
 the README's defaults (each task's preset, no extra flags) and fixed seeds.
 
 Every task runs ``impala train --env ID --seed S --total-frames F`` in a subprocess (the
-same command a user types) once per seed (``--seeds 0,1,2``; ``--seed N`` for one), one
-run at a time so that each has the whole machine, into ``OUT/TASK-seedS`` (a directory
-that already holds a finished run is summarised, not re-run). With one seed the table
+same command a user types) once per seed (``--seeds 0,1,2``; ``--seed N`` for one), into
+``OUT/TASK-seedS`` (a directory that already holds a finished run is summarised, not
+re-run). By default one run at a time, so that each has the whole machine; ``--jobs N``
+runs up to N at once, for runs that use about one core each (Rainbow's learner, a serial
+backend with ``--learner-threads 1``): on 2 cores two Rainbow runs side by side keep most of
+their speed alone (docs/rainbow.md), while IMPALA's local backend already uses every core. With one seed the table
 has one row per run: frames, final 100-episode mean, frames to the threshold (the first
 frame at which the trailing 100-episode mean reached it), wall time and frames/s. With
 several, one row per task over its seeds: mean, min and max of the final 100-episode
@@ -31,8 +34,10 @@ import json
 import math
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -199,6 +204,49 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def parse_jobs(text: str) -> int:
+    """``--jobs N``: how many training runs at once, a positive integer."""
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer (training runs at once); got {text!r}")
+    return jobs
+
+
+def run_tasks(runs: Sequence[tuple[str, int]], out: Path, extra: list[str], frames: int | None = None,
+              jobs: int = 1) -> list[TaskResult]:
+    """Each ``(task, seed)`` of ``runs``, up to ``jobs`` at once, results in the order of ``runs``.
+    A run that fails stops the suite: runs not yet started are not started, running ones finish."""
+    if jobs == 1:
+        return [run_task(name, out, seed, extra, frames) for name, seed in runs]
+    stop = threading.Event()  # set by a failed run before its thread can take the next one
+
+    def one(name: str, seed: int) -> TaskResult | None:
+        if stop.is_set():
+            return None
+        try:
+            return run_task(name, out, seed, extra, frames)
+        except TaskFailed:
+            stop.set()
+            raise
+
+    pool = ThreadPoolExecutor(jobs)
+    futures = [pool.submit(one, name, seed) for name, seed in runs]
+    try:
+        wait(futures)
+    except BaseException:  # Ctrl-C: the runs got it too and end with their checkpoints; start no more
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=False)
+    failed = next((f.exception() for f in futures if f.exception()), None)
+    if failed is not None:
+        raise failed
+    return [f.result() for f in futures]
+
+
 @dataclass
 class SeedSummary:
     """One task over its seeds (in the order run)."""
@@ -312,15 +360,18 @@ def format_report(results: list[TaskResult], tasks: list[SeedSummary], agg: dict
 
 
 def main_learning(suite: str, out: str, seeds: Sequence[int], extra: list[str], as_json: bool = False,
-                  frames: int | None = None) -> int:
+                  frames: int | None = None, jobs: int = 1) -> int:
     names = SUITES.get(suite) or ((suite,) if suite in TASKS else None)
     if names is None:
         raise ValueError(f"unknown learning suite or task {suite!r}; choose one of: "
                          f"{', '.join([*SUITES, *TASKS])}")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    try:  # seed by seed: each seed's whole suite is done before the next seed starts
-        results = [run_task(name, out_dir, seed, extra, frames) for seed in seeds for name in names]
+    if jobs > 1:
+        print(f"[learning] up to {jobs} runs at once: each run's wall time is a shared machine's", file=sys.stderr,
+              flush=True)
+    try:  # seed by seed: each seed's whole suite is started before the next seed's
+        results = run_tasks([(name, seed) for seed in seeds for name in names], out_dir, extra, frames, jobs)
     except TaskFailed as e:
         print(e, file=sys.stderr)
         return 1
@@ -330,7 +381,7 @@ def main_learning(suite: str, out: str, seeds: Sequence[int], extra: list[str], 
                   title=f"{task.env} (threshold {task.threshold:g})")
     tasks = summarise_seeds(results)
     agg = aggregate(tasks) if len(results) > 1 else None  # several tasks or seeds
-    rep = {"runs": [asdict(r) for r in results], "tasks": [asdict(t) for t in tasks], "aggregate": agg}
+    rep = {"runs": [asdict(r) for r in results], "tasks": [asdict(t) for t in tasks], "aggregate": agg, "jobs": jobs}
     (out_dir / "results.json").write_text(json.dumps(rep, indent=2))
     print(json.dumps(rep, indent=2) if as_json else format_report(results, tasks, agg))
     return 0

@@ -5,11 +5,15 @@ import json
 import math
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from impala_rl import learning_bench
 from impala_rl.agents.rainbow import agent as rainbow_agent
 from impala_rl.learning_bench import (DQN, RAINBOW_COMPONENTS, SUITES, TASKS, aggregate, format_report, format_table,
                                       frames_to_threshold, run_task, summarise, summarise_seeds)
@@ -197,3 +201,85 @@ def test_time_to_score_reads_the_learning_benchmarks_runs(tmp_path):
     line = time_to_score("CartPole-v1", tmp_path, 1000.0)
     assert "seed 0 0.1M frames, 0.8 min in its run, 1.7 min at this train speed" in line  # 50 s; 100 s
     assert "seed 1 not reached in 0.2M frames" in line
+
+
+class FakeTrain:
+    """Stands in for ``impala train`` in run_task (``subprocess.run``): writes a finished run
+    directory, or exits with ``fail[run]``; counts how many runs are in flight at once. With a
+    ``barrier`` every run waits for another to have started (it breaks, after a timeout, unless
+    runs overlap); ``hold[run]`` seconds keep a run going."""
+
+    def __init__(self, out: Path, barrier=None, fail=(), hold=None):
+        self.out, self.barrier, self.fail, self.hold = out, barrier, set(fail), hold or {}
+        self.lock = threading.Lock()
+        self.running = self.peak = 0
+        self.started: list[str] = []
+
+    def run(self, cmd):
+        name = Path(cmd[cmd.index("--run-dir") + 1]).name
+        with self.lock:
+            self.started.append(name)
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            if self.barrier is not None:
+                self.barrier.wait()
+            time.sleep(self.hold.get(name, 0.0))
+            if name in self.fail:
+                return subprocess.CompletedProcess(cmd, 2)
+            task, seed = name.rsplit("-seed", 1)
+            fake_run(self.out, task, int(seed), FINALS[task][int(seed)])
+            return subprocess.CompletedProcess(cmd, 0)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def fake_train(monkeypatch, out, **kw) -> FakeTrain:
+    fake = FakeTrain(out, **kw)
+    monkeypatch.setattr(learning_bench, "subprocess", SimpleNamespace(run=fake.run))
+    return fake
+
+
+RUNS = [(task, seed) for seed in range(2) for task in FINALS]  # seed by seed, as main_learning orders them
+
+
+def test_jobs_runs_several_at_once_and_keeps_the_suites_order(tmp_path, monkeypatch):
+    # Two at once: every run meets another at the barrier (it would break if they ran one by one).
+    # The first run is held longest, so runs finish out of order; the results keep the suite's.
+    fake = fake_train(monkeypatch, tmp_path, barrier=threading.Barrier(2, timeout=20), hold={"cartpole-seed0": 0.3})
+    results = learning_bench.run_tasks(RUNS, tmp_path, [], jobs=2)
+    assert fake.peak == 2 and sorted(fake.started) == sorted(f"{t}-seed{s}" for t, s in RUNS)
+    assert [(r.task, r.seed) for r in results] == RUNS
+    assert [r.final_mean for r in results] == [400.0, -90.0, 500.0, -150.0]
+
+
+def test_one_job_runs_one_at_a_time(tmp_path, monkeypatch):
+    fake = fake_train(monkeypatch, tmp_path, hold={name: 0.05 for name in ("cartpole-seed0", "acrobot-seed0")})
+    results = learning_bench.run_tasks(RUNS, tmp_path, [], jobs=1)
+    assert fake.peak == 1 and fake.started == [f"{t}-seed{s}" for t, s in RUNS]
+    assert [(r.task, r.seed) for r in results] == RUNS
+
+
+def test_a_failed_run_with_jobs_starts_no_more_and_lets_the_running_one_finish(tmp_path, monkeypatch):
+    # cartpole-seed0 fails while acrobot-seed0 runs: the two seed-1 runs never start, acrobot-seed0 finishes.
+    fake = fake_train(monkeypatch, tmp_path, fail={"cartpole-seed0"},
+                      hold={"cartpole-seed0": 0.2, "acrobot-seed0": 0.6})
+    with pytest.raises(learning_bench.TaskFailed, match="cartpole-seed0: impala train exited with 2"):
+        learning_bench.run_tasks(RUNS, tmp_path, [], jobs=2)
+    assert sorted(fake.started) == ["acrobot-seed0", "cartpole-seed0"]
+    assert (tmp_path / "acrobot-seed0" / "summary.json").exists()
+
+
+def test_cli_jobs_is_a_positive_integer_with_learning(tmp_path):
+    def bench(*args):
+        return subprocess.run([sys.executable, "-m", "impala_rl.cli", "bench", *args], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=120)
+
+    for bad in ("0", "-2", "two", ""):
+        proc = bench("--learning", "quick", "--jobs", bad)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "--jobs" in proc.stderr and "positive integer" in proc.stderr
+    proc = bench("--jobs", "2", "--env", "CartPole-v1")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--learning SUITE" in proc.stderr
+    assert not (tmp_path / "runs").exists()

@@ -18,6 +18,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.learning:
         return _bench_learning(args)
+    if args.seeds or args.jobs:
+        raise UsageError("--seeds and --jobs go with --learning SUITE (they choose a learning suite's runs)")
     cfg, note = config_with_preset(explicit_fields(args), preset=args.preset)
     if args.duration <= 0 or args.warmup < 0:
         raise UsageError(f"--duration must be positive and --warmup >= 0, got {args.duration}, {args.warmup}")
@@ -51,7 +53,7 @@ def _bench_learning(args: argparse.Namespace) -> int:
     if args.seeds and "seed" in explicit:
         raise UsageError("give --seed N (one seed) or --seeds S,S,... (several), not both")
     return main_learning(args.learning, args.learning_out, args.seeds or (explicit.get("seed", 0),), [],
-                         as_json=args.json)
+                         as_json=args.json, jobs=args.jobs or 1)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
