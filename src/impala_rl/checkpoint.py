@@ -3,6 +3,10 @@
 A checkpoint is a dict of tensors and plain values: model and optimizer state, frames,
 policy version, counters, and the resolved config as a dict. A crash mid-write leaves
 the previous checkpoint intact; nothing half-written is ever at the final path.
+
+A data source with a state of its own (Rainbow's replay) writes it beside the checkpoint,
+just before it, as numpy arrays in ``replay.npz`` (:func:`save_arrays`), with the policy
+version it belongs to, so that a resume can tell whether the two files go together.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ import pickle
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 CHECKPOINT_NAME = "checkpoint.pt"
+SOURCE_STATE_NAME = "replay.npz"  # a data source's own state (Rainbow's replay), written beside the checkpoint
 REQUIRED_KEYS = ("config", "model", "optimizer", "version", "frames")
 
 
@@ -22,13 +28,14 @@ class CheckpointError(ValueError):
     """A file that is not a loadable impala-rl checkpoint; the message says which and why."""
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+def _write_atomically(path: str | os.PathLike, write) -> Path:
+    """``write(file)`` into a temporary file beside ``path``, then rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -37,6 +44,21 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+    return _write_atomically(path, lambda f: torch.save(state, f))
+
+
+def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Numpy arrays by name into one uncompressed ``.npz`` file, atomically."""
+    return _write_atomically(path, lambda f: np.savez(f, **arrays))
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """:func:`save_arrays`' file back (no pickled objects are loaded)."""
+    with np.load(path, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

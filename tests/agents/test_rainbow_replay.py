@@ -369,3 +369,57 @@ def test_atari_rows_store_one_frame_not_the_stack():
                           frame_stack=4, record_fields={"q": ((18,), torch.float32)})
     rows_part = replay.capacity * with_q
     assert rows_part <= replay.nbytes <= rows_part + 4 * 4 * 84 * 84 + 1000  # + one last obs per stream
+
+
+# ----------------------------------------------------------------------------- saving (--resume)
+
+
+def stacked_replay(seed: int, capacity: int = 80) -> StreamReplay:
+    return StreamReplay(capacity=capacity, num_streams=2, obs_shape=(4, 3, 2), obs_dtype=np.uint8, n_step=3,
+                        frame_stack=4, record_fields={"step": ((), np.int64)}, seed=seed)
+
+
+def test_a_saved_replay_restored_continues_exactly_as_the_original(tmp_path):
+    from impala_rl.checkpoint import load_arrays, save_arrays
+
+    rng = np.random.default_rng(3)
+    obs, first, terminal, reward = synthetic_stream(300, 4, "reset", rng)
+    plan = [(s, 5) for s in range(0, 295, 5)]
+
+    def feed(replay, part):
+        for start, length in part:  # both streams, the second 2 steps behind; priorities by step
+            for stream, offset in ((0, 0), (1, 2)):
+                done = replay.add_unroll(stream, unroll_of(obs, first, terminal, reward, start + offset, length))
+                replay.set_priorities(done, 1.0 + (start + offset) % 7)
+
+    original = stacked_replay(seed=1)
+    feed(original, plan[:30])  # past the rings' wrap (40 rows each) and with several episode anchors
+    assert original.side_entries > 0 and len(original) > 0
+    save_arrays(tmp_path / "replay.npz", original.state_dict())
+    restored = stacked_replay(seed=99)  # another sampling seed: the generator's state comes back too
+    restored.load_state_dict(load_arrays(tmp_path / "replay.npz"))
+    for replay in (original, restored):
+        feed(replay, plan[30:40])
+    a, b = original.sample(16, beta=0.5), restored.sample(16, beta=0.5)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert len(original) == len(restored) and original.side_entries == restored.side_entries
+    everything = np.arange(original.capacity)
+    assert np.array_equal(original.priorities(everything), restored.priorities(everything))
+    restored.add_unroll(0, unroll_of(obs, first, terminal, reward, 200, 5))  # its own arrays: the original keeps its
+    assert not np.array_equal(original._frames, restored._frames)
+
+
+def test_a_saved_replay_of_another_layout_is_refused_and_nothing_changes():
+    rng = np.random.default_rng(4)
+    obs, first, terminal, reward = synthetic_stream(60, 4, "reset", rng)
+    source = stacked_replay(seed=1, capacity=120)  # rings of 60 rows, not 40
+    source.add_unroll(0, unroll_of(obs, first, terminal, reward, 0, 20))
+    target = stacked_replay(seed=1)
+    before = {k: np.copy(v) for k, v in target.state_dict().items()}
+    with pytest.raises(ValueError, match="the saved replay's frames is uint8\\[120, 1, 3, 2\\], this run's uint8\\[80,"):
+        target.load_state_dict(source.state_dict())
+    other = StreamReplay(capacity=80, num_streams=2, obs_shape=(4, 3, 2), obs_dtype=np.uint8, n_step=3,
+                         frame_stack=4, record_fields={}, seed=1)
+    with pytest.raises(ValueError, match="record:step"):
+        target.load_state_dict(other.state_dict())
+    assert all(np.array_equal(before[k], v) for k, v in target.state_dict().items())

@@ -1,17 +1,19 @@
 """Rainbow through the runtime: short runs on the serial and local backends (frames counted
 from the data, every environment stream stitched into the replay, the replay ratio kept),
 the target network in checkpoints, restored by ``--resume`` and copied by PBT's exploit,
+the replay saved beside each checkpoint and restored by ``--resume`` (or refilled, saying why),
 ``impala eval`` of a Rainbow run, and the one-line refusals of the CLI."""
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 from cli_refusals import assert_train_refuses
 import torch
 
-from impala_rl.checkpoint import load_checkpoint
+from impala_rl.checkpoint import SOURCE_STATE_NAME, load_arrays, load_checkpoint, save_arrays
 from impala_rl.config import TrainConfig
 from impala_rl.pbt.member import exploit
 from impala_rl.runtime.builders import build_learner, probe_env
@@ -28,13 +30,18 @@ def _cfg(tmp_path, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw}).validate()
 
 
+def _capture_source(trainer: Trainer) -> list:
+    """The data sources ``trainer`` makes, as it makes them."""
+    sources, original = [], trainer.learner.agent.make_source
+    trainer.learner.agent.make_source = lambda b: sources.append(original(b)) or sources[-1]
+    return sources
+
+
 @pytest.mark.parametrize("backend", ["serial", "local"])
 def test_a_run_keeps_the_replay_ratio_and_counts_frames_from_the_data(tmp_path, backend):
     cfg = _cfg(tmp_path, backend=backend)
     trainer = Trainer(cfg)
-    sources = []
-    original = trainer.learner.agent.make_source
-    trainer.learner.agent.make_source = lambda b: sources.append(original(b)) or sources[-1]
+    sources = _capture_source(trainer)
     result = trainer.run()
     assert result.stop_reason == "done"
     source = sources[0]
@@ -64,12 +71,56 @@ def test_the_target_network_is_checkpointed_restored_on_resume_and_copied_by_exp
         assert torch.equal(agent.target.state_dict()[k], v), k
     with caplog.at_level(logging.INFO, logger="impala_rl"):
         resumed.run()
-    assert "not checkpointed (a resumed run refills it)" in caplog.text
+    assert "saved beside each checkpoint (--resume restores it)" in caplog.text
     other = build_learner(_cfg(tmp_path, seed=9), probe_env(cfg))
     other.agent.before_updates(other.model, {})
     exploit(other, state)
     for k, v in target.items():
         assert torch.equal(other.agent.target.state_dict()[k], v), k
+
+
+def test_resume_restores_the_replay_and_its_counters_and_refills_when_it_cannot(tmp_path, caplog):
+    cfg = _cfg(tmp_path)
+    first = Trainer(cfg)
+    saved = _capture_source(first)
+    first.run()
+    saved = saved[0]
+    state = load_checkpoint(tmp_path / "run")
+    arrays = load_arrays(tmp_path / "run" / SOURCE_STATE_NAME)
+    assert int(arrays["version"]) == state["version"] == saved.updates and int(arrays["count"]) == len(saved.replay)
+
+    def resume(**kw):
+        trainer = Trainer(TrainConfig(**{**cfg.__dict__, "total_frames": 2_400, **kw}), resume_state=state)
+        sources = _capture_source(trainer)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="impala_rl"):
+            trainer.run()
+        return trainer, sources[0]
+
+    trainer, source = resume()
+    assert (f"the replay restored: {len(saved.replay)} transitions, {saved.steps_in} agent steps stored, "
+            f"{saved.updates} updates") in caplog.text
+    assert source.warm_steps == saved.warm_steps  # no second warm-up: the ratio counts on from the first run's
+    assert source.updates == trainer.learner.version > saved.updates
+    assert source.steps_in == trainer.learner.frames  # the first run's steps and this one's (one frame per step)
+
+    (tmp_path / "run" / SOURCE_STATE_NAME).unlink()  # a checkpoint without its replay (e.g. save_replay=false)
+    trainer, source = resume()
+    assert "no saved replay (replay.npz) in the run directory: the replay refills" in caplog.text
+    assert source.steps_in == trainer.learner.frames - state["frames"]  # this run's steps only
+    assert 200 <= source.warm_steps <= 200 + 4 * 10 + 4 * 3  # a warm-up again
+
+    save_arrays(tmp_path / "run" / SOURCE_STATE_NAME, {**arrays, "version": np.asarray(state["version"] - 1)})
+    resume()
+    assert f"was saved at update {state['version'] - 1}, the checkpoint at {state['version']}: the replay refills" \
+        in caplog.text
+
+
+def test_save_replay_false_writes_no_replay(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="impala_rl"):
+        Trainer(_cfg(tmp_path, agent_options="replay_capacity=2000,warmup=200,save_replay=false")).run()
+    assert "not saved (save_replay=false: a resumed run refills it)" in caplog.text
+    assert (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / SOURCE_STATE_NAME).exists()
 
 
 def test_impala_eval_plays_a_rainbow_run_greedily_on_its_q_values(tmp_path):

@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from impala_rl.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from impala_rl.checkpoint import CHECKPOINT_NAME, SOURCE_STATE_NAME, load_arrays, save_arrays, save_checkpoint
 from impala_rl.config import TrainConfig
 from impala_rl.logging import RunLogger
 from impala_rl.runfiles import CONFIG_NAME, SUMMARY_NAME
@@ -56,12 +57,17 @@ class Trainer:
         self.spec = self.learner.spec
         self.replay = make_replay_buffer(cfg, self.spec)
         self.counters = {"actor_restarts": 0, "elapsed_s": 0.0}
+        self.source = None  # the run's data source, once run() has made it
+        self.resumed = resume_state is not None
         if resume_state is not None:
             self.learner.load_state_dict(resume_state)
             self.counters.update(resume_state.get("counters", {}))
         self.run_dir = Path(cfg.run_dir)
 
     def checkpoint(self, extra_restarts: int, elapsed: float) -> None:
+        source_state = self.source.state_dict() if hasattr(self.source, "state_dict") else None
+        if source_state:  # first, so that a checkpoint never points to an older source state than its own
+            save_arrays(self.run_dir / SOURCE_STATE_NAME, {**source_state, "version": np.asarray(self.learner.version)})
         state = self.learner.state_dict()
         # The hyperparameters in force (population based training changes them while training).
         state["config"] = {**self.cfg.to_dict(), **self.learner.hyperparameters()}
@@ -102,7 +108,10 @@ class Trainer:
         self.save_now = lambda: self.checkpoint(restarts, time.time() - start)
         try:
             backend.start()
-            stop_reason = run_loop(make_source(cfg, backend, self.replay, agent=learner.agent), learner, backend.publish, hooks, cfg.total_frames)
+            self.source = make_source(cfg, backend, self.replay, agent=learner.agent)
+            if self.resumed:
+                self._restore_source()
+            stop_reason = run_loop(self.source, learner, backend.publish, hooks, cfg.total_frames)
         except KeyboardInterrupt:
             stop_reason = "interrupted"
             log.warning("interrupted: writing a final checkpoint")
@@ -143,6 +152,27 @@ class Trainer:
                  os.fspath(self.run_dir))
         return TrainResult(self.run_dir, learner.frames, learner.version, stop_reason, row, total_restarts,
                            mean_return, elapsed)
+
+
+    def _restore_source(self) -> None:
+        """A resumed run's source takes back the state saved with its checkpoint, when it has one
+        (Rainbow's replay); otherwise, or when the two do not go together, it says that it starts afresh."""
+        if not hasattr(self.source, "load_state_dict"):
+            return
+        path = self.run_dir / SOURCE_STATE_NAME
+        if not path.exists():
+            log.info("resume: no saved replay (%s) in the run directory: the replay refills", SOURCE_STATE_NAME)
+            return
+        state = load_arrays(path)
+        saved = int(state.pop("version", -1))
+        if saved != self.learner.version:
+            log.warning("resume: %s was saved at update %d, the checkpoint at %d: the replay refills",
+                        SOURCE_STATE_NAME, saved, self.learner.version)
+            return
+        try:
+            self.source.load_state_dict(state)
+        except ValueError as e:
+            log.warning("resume: %s does not fit this run (%s): the replay refills", SOURCE_STATE_NAME, e)
 
 
 def _append_traceback(path: Path) -> None:

@@ -76,6 +76,7 @@ class RainbowOptions:
     beta: float = 0.4  # importance-weight exponent at the start, annealed to 1 over the run's frames
     epsilon_base: float = 0.4  # Ape-X: eps_j = epsilon_base^(1 + epsilon_alpha j / (N - 1))
     epsilon_alpha: float = 7.0
+    save_replay: bool = True  # write the replay beside each checkpoint (replay.npz), so that --resume restores it
 
     @property
     def horizon(self) -> int:

@@ -52,8 +52,12 @@ anchor row in the rings (episodes are usually much longer than F, making it smal
 Memory: ``capacity x bytes_per_row(...)`` (:meth:`StreamReplay.bytes_per_row`, including
 the sum tree), allocated with ``np.zeros`` at construction (the operating system commits
 pages as they are first written), plus the side store and one full observation per
-stream; :attr:`StreamReplay.nbytes` states what is allocated now. Nothing here is saved in
-checkpoints: a resumed run refills the replay.
+stream; :attr:`StreamReplay.nbytes` states what is allocated now.
+
+Saving: :meth:`StreamReplay.state_dict` gives every array and counter (and the sampling
+generator's state) as numpy arrays, and :meth:`StreamReplay.load_state_dict` takes them
+back into a replay of the same layout, which then continues exactly as the saved one would
+have (the source writes them beside each checkpoint, so ``--resume`` restores the replay).
 
 Storage and indexing are numpy; :meth:`StreamReplay.sample` and
 :meth:`StreamReplay.window` return torch tensors (sharing memory with fresh numpy
@@ -63,6 +67,7 @@ CPU torch tensors.
 
 from __future__ import annotations
 
+import json
 from typing import Mapping
 
 import numpy as np
@@ -485,6 +490,43 @@ class StreamReplay:
             self._side = side
             self._side_free.extend(range(grown - 1, old - 1, -1))
         return self._side_free.pop()
+
+    # ----------------------------------------------------------------------------- saving
+
+    _STATE = ("_frames", "_action", "_reward", "_terminal", "_bootstrap", "_anchor_dist", "_side_slot", "_steps",
+              "_valid", "_side", "_written", "_segment_start", "_last_obs", "_last_first")
+    _GROWS = ("side", "side_free")  # their lengths depend on the history, not on the layout
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything the replay holds, as numpy arrays (not copies): the rows, records, tree,
+        side store, per-stream state, the count and the sampling generator's state."""
+        state = {name[1:]: getattr(self, name) for name in self._STATE}
+        state.update({f"record:{name}": values for name, values in self._records.items()})
+        state.update(tree_sum=self._tree._sum, tree_max=self._tree._max, count=np.asarray(self._count),
+                     side_free=np.asarray(self._side_free, dtype=np.int64),
+                     rng=np.asarray(json.dumps(self.rng.bit_generator.state)))
+        return state
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        """Take back :meth:`state_dict`'s arrays (copied). Raises ValueError, changing nothing, when
+        they come from a replay of another layout (capacity, streams, observation, records)."""
+        mine = self.state_dict()
+        if set(state) != set(mine):
+            raise ValueError(f"the saved replay holds {sorted(set(state) ^ set(mine))} where this one does not, "
+                             f"or the reverse")
+        for key, ours in mine.items():
+            theirs = np.asarray(state[key])
+            shape, other = (ours.shape[1:], theirs.shape[1:]) if key in self._GROWS else (ours.shape, theirs.shape)
+            if other != shape or (key != "rng" and theirs.dtype != ours.dtype):
+                raise ValueError(f"the saved replay's {key} is {theirs.dtype}{list(theirs.shape)}, this run's "
+                                 f"{ours.dtype}{list(ours.shape)}")
+        for name in self._STATE:
+            setattr(self, name, np.array(state[name[1:]]))
+        self._records = {name: np.array(state[f"record:{name}"]) for name in self._records}
+        self._tree._sum, self._tree._max = np.array(state["tree_sum"]), np.array(state["tree_max"])
+        self._side_free = [int(i) for i in state["side_free"]]
+        self._count = int(state["count"])
+        self.rng.bit_generator.state = json.loads(str(state["rng"]))
 
     # ----------------------------------------------------------------------------- priorities
 

@@ -17,7 +17,9 @@ Each :meth:`PrioritizedSource.next_batch`:
    ``fresh_steps`` (the agent steps taken from the backend for this batch).
 
 :meth:`~PrioritizedSource.feedback` writes the loss's new priorities back by index.
-The replay is not checkpointed: a resumed run refills it (its warm-up again) and says so.
+:meth:`~PrioritizedSource.state_dict` (the replay and the counters above) is what the
+trainer writes beside each checkpoint, so ``--resume`` continues with the same replay
+(``save_replay=false``: nothing is written and a resumed run refills it, its warm-up again).
 """
 
 from __future__ import annotations
@@ -91,10 +93,12 @@ class PrioritizedSource:
         self.warm_steps: int | None = None  # steps stored when the warm-up was complete
         o = self.opts
         log.info("replay: %d transitions x %d bytes = %.2f GB at most, %d-step, %s sampling, %.3g updates per agent step "
-                 "(%.3g sampled transitions per new one), warm-up %d; not checkpointed (a resumed run refills it)",
+                 "(%.3g sampled transitions per new one), warm-up %d; %s",
                  o.replay_capacity, StreamReplay.bytes_per_row(**replay_layout(agent)), replay_nbytes(agent) / 1e9, o.horizon,
                  f"prioritised (alpha {o.alpha})" if o.prioritized else "uniform", o.replay_ratio,
-                 o.replay_ratio * self.cfg.batch_size, o.warmup)
+                 o.replay_ratio * self.cfg.batch_size, o.warmup,
+                 "saved beside each checkpoint (--resume restores it)" if o.save_replay else
+                 "not saved (save_replay=false: a resumed run refills it)")
 
     def _needs_data(self) -> bool:
         """Until the warm-up is stored, and then while one more update would exceed the replay
@@ -147,6 +151,28 @@ class PrioritizedSource:
                "weight": sample["weight"].float(), "replay_index": sample["index"],
                "version": sample["record_t:version"], "fresh_steps": torch.tensor(fresh)}
         return out, episodes
+
+    _COUNTERS = ("steps_in", "updates", "warm_steps")
+
+    def state_dict(self) -> dict[str, np.ndarray] | None:
+        """The replay's arrays and this source's counters (None with ``save_replay=false``)."""
+        if not self.opts.save_replay:
+            return None
+        counters = {f"source:{name}": np.asarray(-1 if getattr(self, name) is None else getattr(self, name))
+                    for name in self._COUNTERS}
+        return {**self.replay.state_dict(), **counters}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from :meth:`state_dict`'s output (ValueError, nothing changed, if it does not fit)."""
+        state = dict(state)
+        counters = {name: state.pop(f"source:{name}", None) for name in self._COUNTERS}
+        if any(v is None for v in counters.values()):
+            raise ValueError(f"the saved state lacks the source's counters ({', '.join(self._COUNTERS)})")
+        self.replay.load_state_dict(state)
+        self.steps_in, self.updates = int(counters["steps_in"]), int(counters["updates"])
+        self.warm_steps = None if int(counters["warm_steps"]) < 0 else int(counters["warm_steps"])
+        log.info("resume: the replay restored: %d transitions, %d agent steps stored, %d updates", len(self.replay),
+                 self.steps_in, self.updates)
 
     def feedback(self, batch, per_unroll) -> None:
         if not self.opts.prioritized:
