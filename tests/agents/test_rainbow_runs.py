@@ -116,6 +116,32 @@ def test_resume_restores_the_replay_and_its_counters_and_refills_when_it_cannot(
         in caplog.text
 
 
+def test_an_interrupt_while_the_replay_stores_data_saves_no_replay(tmp_path, caplog):
+    trainer = Trainer(_cfg(tmp_path))
+    original = trainer.learner.agent.make_source
+
+    def make_source(backend):  # Ctrl-C lands in the middle of the 40th unroll stored
+        source = original(backend)
+        add, calls = source.replay.add_unroll, []
+
+        def add_unroll(stream, rows):
+            calls.append(stream)
+            if len(calls) == 40:
+                source.replay._written[stream] += 1  # half-stored
+                raise KeyboardInterrupt
+            return add(stream, rows)
+
+        source.replay.add_unroll = add_unroll
+        return source
+
+    trainer.learner.agent.make_source = make_source
+    with caplog.at_level(logging.INFO, logger="impala_rl"):
+        result = trainer.run()
+    assert result.stop_reason == "interrupted" and (tmp_path / "run" / "checkpoint.pt").exists()
+    assert "the replay was interrupted while storing data: it is not saved (a resume refills it)" in caplog.text
+    assert not (tmp_path / "run" / SOURCE_STATE_NAME).exists()
+
+
 def test_save_replay_false_writes_no_replay(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="impala_rl"):
         Trainer(_cfg(tmp_path, agent_options="replay_capacity=2000,warmup=200,save_replay=false")).run()

@@ -15,6 +15,10 @@ trains on replayed data only (after a warm-up) says how many agent steps of fres
 it took for the batch in ``fresh_steps`` (a 0-dim int64 tensor); ``backend.get_batch(0)``
 takes none and returns the episodes finished since the last call. An agent may bring its
 own source (:meth:`impala_rl.agents.AgentBase.make_source`: Rainbow's prioritised replay).
+A source that keeps state worth a resume may also have ``state_dict()`` (numpy arrays by
+name, or None for nothing to save) and ``load_state_dict(arrays)`` (ValueError when they do
+not fit): the trainer writes the former beside each checkpoint (``replay.npz``) and hands it
+to a resumed run's source (:class:`impala_rl.runtime.train.Trainer`).
 
 Sources are chosen by name from :data:`SOURCES`; :func:`source_name` says which one a
 config asks for.

@@ -24,6 +24,7 @@ trainer writes beside each checkpoint, so ``--resume`` continues with the same r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -91,6 +92,7 @@ class PrioritizedSource:
         self.steps_in = 0  # fresh agent steps stored
         self.updates = 0  # batches handed out
         self.warm_steps: int | None = None  # steps stored when the warm-up was complete
+        self._intact = True  # no change to the replay was cut short (see _changing)
         o = self.opts
         log.info("replay: %d transitions x %d bytes = %.2f GB at most, %d-step, %s sampling, %.3g updates per agent step "
                  "(%.3g sampled transitions per new one), warm-up %d; %s",
@@ -137,8 +139,9 @@ class PrioritizedSource:
             count = self.cfg.num_actors * self.cfg.envs_per_actor if self.warm_steps is None else self.cfg.envs_per_actor
             batch, new_episodes = self.backend.get_batch(count)
             episodes.extend(new_episodes)
-            steps = self._ingest(batch)
-            self.steps_in += steps
+            with self._changing():
+                steps = self._ingest(batch)
+                self.steps_in += steps
             fresh += steps
         sample = self.replay.sample(self.cfg.batch_size, self.agent.beta())
         self.updates += 1
@@ -154,9 +157,21 @@ class PrioritizedSource:
 
     _COUNTERS = ("steps_in", "updates", "warm_steps")
 
+    @contextlib.contextmanager
+    def _changing(self):
+        """Around every change to the replay: one that an exception (Ctrl-C) cut short leaves the
+        replay unsaveable, so a checkpoint never carries a half-stored unroll."""
+        self._intact = False
+        yield
+        self._intact = True
+
     def state_dict(self) -> dict[str, np.ndarray] | None:
-        """The replay's arrays and this source's counters (None with ``save_replay=false``)."""
+        """The replay's arrays and this source's counters (None with ``save_replay=false``, or when
+        an interrupt came in the middle of a change to the replay)."""
         if not self.opts.save_replay:
+            return None
+        if not self._intact:
+            log.warning("the replay was interrupted while storing data: it is not saved (a resume refills it)")
             return None
         counters = {f"source:{name}": np.asarray(-1 if getattr(self, name) is None else getattr(self, name))
                     for name in self._COUNTERS}
@@ -179,4 +194,5 @@ class PrioritizedSource:
             return
         priority = per_unroll["priority"].cpu().double()
         ok = torch.isfinite(priority)  # a skipped non-finite update keeps the old priorities
-        self.replay.set_priorities(batch["replay_index"].cpu()[ok].numpy(), priority[ok].numpy())
+        with self._changing():
+            self.replay.set_priorities(batch["replay_index"].cpu()[ok].numpy(), priority[ok].numpy())
