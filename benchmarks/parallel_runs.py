@@ -59,10 +59,10 @@ def measure(n: int, train: list[str], warmup: float, duration: float) -> list[fl
         finally:
             for p in procs:
                 if p.poll() is None:
-                    p.send_signal(signal.SIGINT)  # a run ends on Ctrl-C with its final checkpoint
+                    p.send_signal(signal.SIGTERM)  # a run ends on SIGTERM with its final checkpoint (SIGINT may be ignored in the background)
             errors = [p.communicate(timeout=120)[1] for p in procs]
         for p, err in zip(procs, errors):
-            if p.returncode not in (0, -signal.SIGINT, 130):
+            if p.returncode not in (0, -signal.SIGTERM, 143):
                 sys.exit(f"impala train exited with {p.returncode}: {err.strip().splitlines()[-1] if err.strip() else ''}")
     return [(e[0] - s[0]) / (e[1] - s[1]) if s and e and e[1] > s[1] else float("nan") for s, e in zip(start, end)]
 
