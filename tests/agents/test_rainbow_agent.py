@@ -128,6 +128,20 @@ def test_the_dqn_loss_is_the_huber_loss_of_the_double_q_target_computed_by_hand(
     torch.testing.assert_close(weighted, huber[0] / 4, rtol=1e-5, atol=1e-5)
 
 
+def test_n_step_targets_clip_rewards_and_bootstrap_a_truncated_window_by_hand():
+    agent = _agent("", reward_clip=1.0)
+    batch = {"window_rewards": torch.tensor([[2.0, -3.0, 0.5], [0.5, 0.5, 0.5], [0.25, -0.5, 7.0]]),
+             "window_terminals": torch.tensor([[False, True, False], [False, False, False], [True, False, False]]),
+             "window_bootstraps": torch.tensor([[0.0, 4.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])}
+    returns, discounts = agent.n_step_targets(batch)
+    g = 0.99
+    # row 0: truncated at step 1 with max_a Q(final observation) = 4: r0 + g (r1 + g 4), clipped to [-1, 1]; stops there
+    # row 1: no end in the window: the full 3-step return, discounted g^3 onto the target's value
+    # row 2: terminated at step 0: r0 alone, nothing after (a termination's bootstrap is 0)
+    torch.testing.assert_close(returns, torch.tensor([1.0 + g * (-1.0 + g * 4.0), 0.5 * (1 + g + g * g), 0.25]))
+    torch.testing.assert_close(discounts, torch.tensor([0.0, g ** 3, 0.0]))
+
+
 @pytest.mark.parametrize("options", ["noisy=false", "noisy=false,distributional=false"])
 def test_an_actors_priorities_equal_the_learners_for_the_same_parameters(options):
     actor, learner = _agent(options, actor=0), _agent(options)

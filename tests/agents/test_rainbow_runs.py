@@ -149,18 +149,42 @@ def test_save_replay_false_writes_no_replay(tmp_path, caplog):
     assert (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / SOURCE_STATE_NAME).exists()
 
 
-def test_impala_eval_plays_a_rainbow_run_greedily_on_its_q_values(tmp_path):
-    cfg = _cfg(tmp_path)
-    Trainer(cfg).run()
+def test_impala_eval_plays_a_rainbow_run_greedily_on_its_q_values(tmp_path, monkeypatch):
+    from impala_rl.agents.rainbow.agent import RainbowAgent
+    from impala_rl.runtime import evaluate as evaluate_module
+
+    Trainer(_cfg(tmp_path)).run()
+    played, steps = [], []
+    original_play, original_act = evaluate_module.play, RainbowAgent.act
+
+    def play(cfg, env_spec, agent, model, *args, **kwargs):
+        played.append(model.training)
+        return original_play(cfg, env_spec, agent, model, *args, **kwargs)
+
+    def act(self, out, generator, greedy=False, **kwargs):
+        action = original_act(self, out, generator, greedy=greedy, **kwargs)
+        steps.append((greedy, action.action, self.q(out.policy_params[0]).argmax(-1)))
+        return action
+
+    monkeypatch.setattr(evaluate_module, "play", play)
+    monkeypatch.setattr(RainbowAgent, "act", act)
     first = evaluate(tmp_path / "run", episodes=2, seed=4)
-    again = evaluate(tmp_path / "run", episodes=2, seed=4)
-    assert first.policy == "greedy" and first.returns == again.returns  # noisy layers off, argmax Q: deterministic
+    # the network plays in eval mode (noisy layers on their means), each action the argmax of its Q-values
+    assert first.policy == "greedy" and played == [False] and len(steps) == sum(first.lengths) > 0
+    assert all(greedy and torch.equal(action, best) for greedy, action, best in steps)
     assert all(r >= 1 for r in first.returns)
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--env", "Pendulum-v1"], "--agent rainbow needs discrete actions; Pendulum-v1 has a continuous"),
     (["--env", "CartPole-v1", "--agent-options", "dueling=maybe"], "agent option dueling=maybe: expected a bool"),
+    (["--env", "CartPole-v1", "--agent-options", "nstep=2"], "agent option 'nstep=2' is not KEY=VALUE with KEY one of: double"),
+    (["--env", "CartPole-v1", "--agent-options", "replay_ratio=0"], "agent option replay_ratio=0.0: must be > 0"),
+    (["--env", "CartPole-v1", "--total-frames", "20000", "--agent-options", "replay_ratio=1e-5"],
+     "agent option replay_ratio=1e-05 can never be met: the 19000 agent steps after the warm-up earn no update; "
+     "raise it to 5.26e-05 or more"),
+    (["--env", "CartPole-v1", "--total-frames", "500"], "--total-frames 500 gives 500 agent steps, no more than the "
+                                                          "warm-up's 1000 transitions"),
     (["--env", "CartPole-v1", "--agent-options", "replay_capacity=10000000000"], "the replay needs "),
     (["--env", "CartPole-v1", "--agent-options", "warmup=5000,replay_capacity=1000"],
      "warmup=5000 exceeds the 984 transitions the replay can hold (replay_capacity=1000 over 4 environments)"),
@@ -182,3 +206,25 @@ def test_central_inference_acts_with_the_agents_acting_copy(tmp_path):
             backend.close()
     result = Trainer(_cfg(tmp_path, backend="local", inference="central", total_frames=800)).run()
     assert result.stop_reason == "done" and result.frames >= 800
+
+
+def test_the_learner_draws_fresh_noise_at_every_update_for_the_online_and_the_target_network(tmp_path):
+    from impala_rl.models.noisy import NoisyLinear
+
+    cfg = _cfg(tmp_path)
+    learner = build_learner(cfg, probe_env(cfg))
+    g, B = torch.Generator().manual_seed(0), cfg.batch_size
+    batch = {"obs": torch.randn(2, B, 4, generator=g), "first": torch.zeros(2, B, dtype=torch.bool),
+             "last_action": torch.zeros(2, B, dtype=torch.int64), "reward": torch.zeros(2, B),
+             "action": torch.randint(2, (B,), generator=g), "window_rewards": torch.randn(B, 3, generator=g),
+             "window_terminals": torch.zeros(B, 3, dtype=torch.bool), "window_bootstraps": torch.zeros(B, 3),
+             "weight": torch.ones(B), "version": torch.zeros(B, dtype=torch.int64)}
+    noise = []
+    for _ in range(2):
+        learner.update(batch)
+        online, target = ([m.bias_epsilon.clone() for m in net.modules() if isinstance(m, NoisyLinear)]
+                          for net in (learner.model, learner.agent.target))
+        assert online and learner.model.training and learner.agent.target.training
+        assert not any(torch.equal(a, b) for a, b in zip(online, target))  # each network its own draw
+        noise.append(online + target)
+    assert not any(torch.equal(a, b) for a, b in zip(*noise))  # a new draw at the second update, in both networks

@@ -15,8 +15,9 @@ How the runtime's pieces are used:
   actor's copy keeps its noisy layers sampling, a fresh draw every step). They record,
   per row, what the initial priority of a transition needs from their own copy of the
   network (``q_taken``: the taken action's Q-value, or its return distribution; ``q_greedy``:
-  the greedy action's), so priorities are the actor's and the learner recomputes nothing
-  when data arrives;
+  the greedy action's), so priorities come from the actor's network: when data arrives the
+  learner's source only combines those records with the n-step window (the n-step return,
+  and with C51 the projection onto the support), running no network;
 - **the learner's batches** come from the agent's source, a prioritised replay of n-step
   transitions laid out as a two-row batch (row 0: x_t, row 1: x_{t+n}), with the n-step
   window's rewards beside it; the source keeps the replay ratio (updates per agent step)
@@ -115,6 +116,16 @@ def rainbow_options(cfg: TrainConfig) -> RainbowOptions:
         if value > usable:
             raise ConfigError(f"{name}={value} exceeds the {usable} transitions the replay can hold (replay_capacity="
                               f"{opts.replay_capacity} over {envs} environments): it would never start learning")
+    # The source takes data until one more update fits the ratio: a ratio the run's steps cannot
+    # meet even once would keep the learner waiting past --total-frames.
+    steps, warm = cfg.total_frames // cfg.frames_per_step, max(opts.warmup, cfg.batch_size)
+    if steps <= warm:
+        raise ConfigError(f"--total-frames {cfg.total_frames} gives {steps} agent steps, no more than the warm-up's {warm} "
+                          f"transitions (agent option warmup, or --batch-size): lower warmup or raise --total-frames")
+    if (steps - warm) * opts.replay_ratio < 1:
+        raise ConfigError(f"agent option replay_ratio={opts.replay_ratio:g} can never be met: the {steps - warm} agent "
+                          f"steps after the warm-up earn no update; raise it to {1 / (steps - warm):.3g} or more, "
+                          f"or raise --total-frames")
     refused = [(cfg.learner_minibatches > 1, "--learner-minibatches > 1 (a batch is 32 transitions; take a larger "
                                              "batch instead)"),
                (cfg.sync or cfg.sync_step, "--sync / --sync-step (the warm-up takes data before any update)"),
