@@ -228,3 +228,17 @@ def test_the_learner_draws_fresh_noise_at_every_update_for_the_online_and_the_ta
         assert not any(torch.equal(a, b) for a, b in zip(online, target))  # each network its own draw
         noise.append(online + target)
     assert not any(torch.equal(a, b) for a, b in zip(*noise))  # a new draw at the second update, in both networks
+
+
+def test_a_rainbow_run_on_atari_stores_single_frames_and_learns_from_rebuilt_stacks(tmp_path):
+    # The conv torso on 4 stacked 84x84 frames, the replay holding one frame per row.
+    cfg = _cfg(tmp_path, env="ALE/Pong-v5", torso="auto", num_actors=1, envs_per_actor=2,
+               batch_size=8, total_frames=2_400, agent_options="replay_capacity=1000,warmup=100")
+    trainer = Trainer(cfg)
+    sources = _capture_source(trainer)
+    result = trainer.run()
+    replay = sources[0].replay
+    assert result.stop_reason == "done" and result.version > 0
+    assert replay.frame_stack == 4 and replay._frames.shape[1:] == (1, 84, 84) and replay._frames.dtype == np.uint8
+    sample = replay.sample(8, 1.0)
+    assert sample["obs"].shape == (8, 4, 84, 84) and sample["next_obs"].shape == (8, 4, 84, 84)
