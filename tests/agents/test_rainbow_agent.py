@@ -49,6 +49,13 @@ def test_options_switch_each_component_off_and_bad_ones_are_refused_in_one_line(
             _agent("", **flags)
     with pytest.raises(ConfigError, match="replay_ratio=0.0: must be > 0"):
         _agent("replay_ratio=0")
+    # 20k steps, 1,000 of them the warm-up: a ratio under 1/19,000 makes no update; the least one offered works
+    with pytest.raises(ConfigError, match="replay_ratio=5.26e-05 can never be met: the 19000 agent steps after the "
+                                          "warm-up earn no update; raise it to 5.27e-05 or more"):
+        _agent("replay_ratio=5.26e-05", total_frames=20_000)
+    assert _agent("replay_ratio=5.27e-05", total_frames=20_000).opts.replay_ratio == 5.27e-05
+    with pytest.raises(ConfigError, match="--total-frames 1000 gives 1000 agent steps, no more than the warm-up's 1000"):
+        _agent("", total_frames=1_000)
     gaussian = EnvSpec((3,), np.dtype(np.float32), "gaussian", 1, (-2.0,), (2.0,))
     with pytest.raises(ConfigError, match="needs discrete actions; Pendulum-v1 has a continuous"):
         make_agent(TrainConfig(env="Pendulum-v1", agent="rainbow").validate(), gaussian)

@@ -182,7 +182,7 @@ def test_impala_eval_plays_a_rainbow_run_greedily_on_its_q_values(tmp_path, monk
     (["--env", "CartPole-v1", "--agent-options", "replay_ratio=0"], "agent option replay_ratio=0.0: must be > 0"),
     (["--env", "CartPole-v1", "--total-frames", "20000", "--agent-options", "replay_ratio=1e-5"],
      "agent option replay_ratio=1e-05 can never be met: the 19000 agent steps after the warm-up earn no update; "
-     "raise it to 5.26e-05 or more"),
+     "raise it to 5.27e-05 or more"),
     (["--env", "CartPole-v1", "--total-frames", "500"], "--total-frames 500 gives 500 agent steps, no more than the "
                                                           "warm-up's 1000 transitions"),
     (["--env", "CartPole-v1", "--agent-options", "replay_capacity=10000000000"], "the replay needs "),

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import torch
 
@@ -123,8 +124,10 @@ def rainbow_options(cfg: TrainConfig) -> RainbowOptions:
         raise ConfigError(f"--total-frames {cfg.total_frames} gives {steps} agent steps, no more than the warm-up's {warm} "
                           f"transitions (agent option warmup, or --batch-size): lower warmup or raise --total-frames")
     if (steps - warm) * opts.replay_ratio < 1:
+        unit = 10.0 ** (math.floor(math.log10(1 / (steps - warm))) - 2)  # the least ratio, rounded up to 3 digits
+        least = math.ceil(1 / (steps - warm) / unit) * unit
         raise ConfigError(f"agent option replay_ratio={opts.replay_ratio:g} can never be met: the {steps - warm} agent "
-                          f"steps after the warm-up earn no update; raise it to {1 / (steps - warm):.3g} or more, "
+                          f"steps after the warm-up earn no update; raise it to {least:.3g} or more, "
                           f"or raise --total-frames")
     refused = [(cfg.learner_minibatches > 1, "--learner-minibatches > 1 (a batch is 32 transitions; take a larger "
                                              "batch instead)"),
