@@ -261,6 +261,11 @@ def test_options_and_environments_it_does_not_take_are_refused_in_one_line():
                            task_actions=(2, 3))), "trains on one environment"),
         (dict(value_torso="separate"), "takes --value-torso shared only"),
         (dict(compile=True), "does not take --compile"),
+        (dict(options=SMALL + ",obs_likelihood=bernoulli"), r"obs_likelihood=bernoulli needs observations in \[0, 1\] "
+                                                            r"\(CartPole-v1's are not\): use gaussian or auto"),
+        (dict(options=SMALL + ",obs_likelihood=bernoulli", spec=EnvSpec((6,), np.dtype(np.float32), "categorical", 4,
+                                                                       obs_in_unit_interval=True),
+              normalize_observations=True), "--normalize-observations moves them out"),
     ]
     for kw, message in cases:
         with pytest.raises(ConfigError, match=message) as e:
@@ -277,6 +282,7 @@ def test_auto_observation_likelihood_is_bernoulli_for_observations_in_the_unit_i
     # normalised observations leave [0, 1]; an explicit choice wins over auto
     assert _agent(spec=one_hot, normalize_observations=True).opts.obs_likelihood == "gaussian"
     assert _agent(SMALL + ",obs_likelihood=gaussian", spec=one_hot).opts.obs_likelihood == "gaussian"
+    assert _agent(SMALL + ",obs_likelihood=bernoulli", spec=one_hot).opts.obs_likelihood == "bernoulli"
     # the environments' own spaces
     assert describe(make_env("popgym/RepeatPreviousEasy-v0")).obs_in_unit_interval
     assert not describe(make_env("CartPole-v1")).obs_in_unit_interval
@@ -289,3 +295,54 @@ def test_a_short_serial_training_run_completes(tmp_path):
                       run_dir=str(tmp_path / "run"))
     result = Trainer(cfg).run()
     assert result.stop_reason == "done" and result.frames >= 400 and result.version >= 1
+
+
+def test_the_mbp_loss_weighs_each_reconstruction_and_the_kl_on_a_hand_case():
+    from types import SimpleNamespace
+
+    agent = _agent(SMALL + ",obs_weight=2,reward_weight=3,action_weight=5,return_weight=7,kl_weight=0.5")
+    t = torch.tensor
+    # T = 2 steps of one environment (rows 0..2; row 2 is the bootstrap row, left out); row 0 starts an episode
+    out = SimpleNamespace(
+        obs_pred=t([[[0.0, 1.0, 0.0, 0.0]], [[1.0, 1.0, 1.0, 1.0]], [[9.0, 9.0, 9.0, 9.0]]]),
+        obs_target=t([[[1.0, 1.0, 0.0, 2.0]], [[1.0, 0.0, 1.0, 1.0]], [[0.0, 0.0, 0.0, 0.0]]]),
+        reward_pred=t([[0.25], [0.0], [9.0]]), action_logits=t([[[0.0, 0.0]], [[math.log(3.0), 0.0]], [[9.0, 0.0]]]),
+        return_pred=t([[1.0], [0.5], [9.0]]),
+        post_mu=t([[[1.0, 0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0, 0.0]], [[9.0, 0.0, 0.0, 0.0]]]),
+        post_logvar=torch.zeros(3, 1, Z), prior_mu=torch.zeros(3, 1, Z),
+        prior_logvar=t([[[0.0, 0.0, 0.0, 0.0]], [[math.log(2.0), 0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0, 0.0]]]))
+    batch = {"obs": torch.zeros(3, 1, 4), "first": t([[True], [False], [False]]),
+             "last_action": t([[1], [1], [0]]), "reward": t([[3.0], [2.0], [0.0]])}
+    vs = t([[2.0], [0.5]])  # the V-trace targets of rows 0 and 1
+    loss, metrics = agent.mbp_loss(out, batch, vs)
+    obs = [0.5 * (1 + 0 + 0 + 4), 0.5 * 1]  # unit-variance gaussian (CartPole's observations are not in [0, 1])
+    # the previous reward, clipped to 0.5 as the network's input and zero at an episode's start
+    reward = [0.5 * (0.0 - 0.25) ** 2, 0.5 * (0.5 - 0.0) ** 2]
+    action = [0.0, -math.log(1 / 4)]  # none before an episode's start; logits (log 3, 0): p(action 1) = 1/4
+    ret = [0.5 * (2.0 - 1.0) ** 2, 0.0]
+    kl = [0.5 * 1.0, 0.5 * (0.5 - 1 + math.log(2.0))]  # KL(N(1, 1) || N(0, 1)); KL(N(0, 1) || N(0, 2))
+    mean = lambda xs: sum(xs) / 2  # noqa: E731
+    expected = 2 * (2 * mean(obs) + 3 * mean(reward) + 5 * mean(action) + 7 * mean(ret) + 0.5 * mean(kl))
+    torch.testing.assert_close(loss, t(expected), rtol=1e-5, atol=1e-6)  # summed over the T x B = 2 steps
+    torch.testing.assert_close(metrics["mbp_loss"], t(expected), rtol=1e-5, atol=1e-6)
+    # with PopArt the return decoder's target is in the value head's normalised units: (vs - mu) / sigma
+    popart = SimpleNamespace(statistics=lambda task: (t([1.0]) + 0 * task, t([2.0]) + 0 * task))
+    normalised, _ = agent.mbp_loss(out, {**batch, "task": torch.zeros(1, dtype=torch.int64)}, vs, popart)  # per unroll
+    ret_normalised = [0.5 * ((2.0 - 1.0) / 2 - 1.0) ** 2, 0.5 * ((0.5 - 1.0) / 2 - 0.5) ** 2]
+    torch.testing.assert_close(normalised, t(expected + 2 * 7 * (mean(ret_normalised) - mean(ret))), rtol=1e-5, atol=1e-6)
+
+
+def test_a_memory_the_learners_unrolls_cannot_hold_is_refused(monkeypatch):
+    import os
+
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 8 * 2**30 // 4096}  # a machine of 8 GiB
+    monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
+    # 20,000 slots of 2Z + 3 = 67 floats: 5.4 MB of state per environment. With batches of 3 unrolls, the
+    # 2 x 3 + 3 rollout slots hold 48 MB and the learner keeps about 4 copies of every step's state of its
+    # batch: 4 x 51 x 3 x 5.4 MB = 3.3 GB. With batches of 7: 70 MB in 13 slots, but 7.6 GB in the learner.
+    _agent("memory_slots=20000", unroll_length=50, batch_size=3).check_resources()  # fits in 8 GiB
+    with pytest.raises(ConfigError, match=r"MERLIN's state in 13 rollout slots and the learner's unrolls \(4 copies of "
+                                          r"the memory per step of its batch\) needs 7.2 GiB but this machine has 8.0 "
+                                          r"GiB of memory; lower --agent-options memory_slots or z_size, or "
+                                          r"--unroll-length or --batch-size"):
+        _agent("memory_slots=20000", unroll_length=50, batch_size=7).check_resources()

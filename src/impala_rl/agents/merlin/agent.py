@@ -50,7 +50,8 @@ N x 2Z floats 16 KiB of it), against 1,074 bytes for the rest of a CartPole slot
 (:meth:`MerlinAgent.state_bytes` gives it for the options in force.)
 
 Refused (one line each): continuous actions, several tasks, ``--value-torso separate``,
-``--compile``.
+``--compile``, ``obs_likelihood=bernoulli`` on observations outside [0, 1], and a memory that
+does not fit (:meth:`MerlinAgent.check_resources`: the rollout slots and the learner's unrolls).
 IMPALA's ``--use-lstm``/``--lstm-size`` do not apply (MERLIN always has its two LSTMs).
 Presets: IMPALA's by family and environment, without the continuous-only fields; not tuned
 for MERLIN.
@@ -120,9 +121,14 @@ def merlin_options(cfg: TrainConfig, env_spec: EnvSpec) -> MerlinOptions:
             raise ConfigError(f"agent option {name}={getattr(opts, name)}: must be {accepted} (agent merlin)")
     if opts.memory_gamma < 0:
         opts = dataclasses.replace(opts, memory_gamma=cfg.discount)
+    in_unit_interval = env_spec.obs_in_unit_interval and not cfg.normalize_observations
     if opts.obs_likelihood == "auto":
-        bernoulli = env_spec.obs_in_unit_interval and not cfg.normalize_observations
-        opts = dataclasses.replace(opts, obs_likelihood="bernoulli" if bernoulli else "gaussian")
+        opts = dataclasses.replace(opts, obs_likelihood="bernoulli" if in_unit_interval else "gaussian")
+    elif opts.obs_likelihood == "bernoulli" and not in_unit_interval:
+        # A Bernoulli's log-likelihood of a target outside [0, 1] has no upper bound: the ELBO would diverge.
+        why = "--normalize-observations moves them out" if cfg.normalize_observations else f"{cfg.env}'s are not"
+        raise ConfigError(f"agent option obs_likelihood=bernoulli needs observations in [0, 1] ({why}): use gaussian "
+                          f"or auto (agent merlin)")
     return opts
 
 
@@ -140,6 +146,12 @@ PRESETS = {family: {k: v for k, v in values.items() if k not in _NOT_MERLINS}
            for family, values in IMPALA_PRESETS.items()}
 ENV_PRESETS = {env: {k: v for k, v in values.items() if k not in _NOT_MERLINS}
                for env, values in IMPALA_ENV_PRESETS.items()}
+
+
+LEARNER_STATE_COPIES = 4
+"""What the learner's forward and backward keep per step of its batch, in copies of one step's
+state: measured 3.6 copies of the memory (``[T, B, N, 2Z]`` float32) at N = 1,000 and 2,000, T 50,
+B 16 (peak resident memory of a forward and backward of the network)."""
 
 
 class _Capture:
@@ -200,10 +212,14 @@ class MerlinAgent(ImpalaAgent):
         return state_spec(self.net_config)
 
     def check_resources(self) -> None:
-        """Every rollout slot stores one unroll's state: they must fit in this machine's memory."""
+        """Every rollout slot stores one unroll's state, and the learner's backward pass keeps the
+        memory of every step of its batch: together they must fit in this machine's memory."""
         cfg = self.cfg
-        check_fits_in_memory(self.state_bytes() * cfg.slots, f"MERLIN's state in {cfg.slots} rollout slots",
-                             "lower --agent-options memory_slots or z_size")
+        slots = self.state_bytes() * cfg.slots
+        learner = LEARNER_STATE_COPIES * (cfg.unroll_length + 1) * cfg.batch_size * self.state_bytes()
+        check_fits_in_memory(slots + learner, f"MERLIN's state in {cfg.slots} rollout slots and the learner's "
+                             f"unrolls ({LEARNER_STATE_COPIES} copies of the memory per step of its batch)",
+                             "lower --agent-options memory_slots or z_size, or --unroll-length or --batch-size")
 
     def state_bytes(self) -> int:
         """Bytes of state one unroll stores per environment (the module docstring's figure)."""
