@@ -222,12 +222,16 @@ class TrainConfig:
         applied to every field not in ``overrides`` (``preset=None``: the paper's defaults;
         or a family name from ``PRESETS``). ``presets``: (by family, by env id) to take them
         from, as :func:`impala_rl.agents.agent_presets` gives them (default: IMPALA's, in
-        :mod:`impala_rl.presets`). Raises ConfigError / UnknownEnvError (ValueErrors)."""
+        :mod:`impala_rl.presets`); an agent whose presets lack the family gets its flags'
+        defaults, as from the command line. Raises ConfigError / UnknownEnvError (ValueErrors)."""
         cfg = cls(env=env, **overrides)
         if preset == "auto":
             from impala_rl.envs import env_family  # opens the environment once to read its action space
 
             preset = env_family(env)
+            by_family = (presets or (PRESETS, ENV_PRESETS))[0]
+            if by_family and preset not in by_family:  # as `impala train`: an agent with no preset here gets
+                preset = None  # its flags' defaults (it may refuse the environment)
         return apply_preset(cfg, set(overrides) | {"env"}, preset, presets)[0].validate()
 
     # ---------------------------------------------------------------- derived values

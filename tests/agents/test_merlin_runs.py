@@ -39,10 +39,15 @@ def test_a_local_run_resumes_from_its_checkpoint_and_plays_in_eval(tmp_path):
     assert played.policy == "greedy" and played.returns == again.returns  # eval mode: z is the posterior mean
 
 
-def test_rl_mem_runs_without_the_elbo(tmp_path):
-    cfg = _cfg(tmp_path, agent_options="z_size=8,memory_slots=16,mbp_hidden=32,policy_hidden=32,mbp_loss=false")
-    result = Trainer(cfg).run()
-    assert result.stop_reason == "done" and "kl" not in result.last_metrics
+@pytest.mark.parametrize("backend", ["serial", "local"])
+def test_rl_mem_runs_without_the_elbo(tmp_path, backend):
+    cfg = _cfg(tmp_path, backend=backend, learner_threads=1,
+               agent_options="z_size=8,memory_slots=16,mbp_hidden=32,policy_hidden=32,mbp_loss=false")
+    trainer = Trainer(cfg)
+    model = trainer.learner.model  # RL-MEM: the same network without the decoders
+    assert type(model).__name__ == "MerlinNet" and not hasattr(model, "obs_decoder")
+    result = trainer.run()
+    assert result.stop_reason == "done" and result.version >= 1 and "kl" not in result.last_metrics
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -42,6 +42,13 @@ def test_for_env_applies_the_same_preset_as_the_cli():
     assert cfg.batch_size == 8 and cfg.optimizer == "adam" and cfg.torso == "mlp"  # explicit wins, preset fills
     assert TrainConfig.for_env("CartPole-v1", preset=None).optimizer == "rmsprop"  # the paper's defaults
     assert TrainConfig.for_env("CartPole-v1", preset="minatar").torso == "minatar"
+    # an agent with no preset for the family (Rainbow on a memory task): its flags' defaults, as `impala train`
+    from impala_rl.agents import agent_presets
+    from impala_rl.cli.train import config_with_preset
+
+    api = TrainConfig.for_env("popgym/RepeatPreviousEasy-v0", presets=agent_presets("rainbow"), agent="rainbow")
+    cli, note = config_with_preset({"env": "popgym/RepeatPreviousEasy-v0", "agent": "rainbow"})
+    assert api == cli.validate() and "has no preset for memory environments" in note
 
 
 def test_an_environment_can_add_values_to_its_familys_preset():

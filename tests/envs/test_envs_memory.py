@@ -315,3 +315,23 @@ def test_the_memory_preset_and_both_networks(env_id, torso):
         out, _ = model(obs, torch.zeros(1, 1, dtype=torch.int64), torch.zeros(1, 1),
                        torch.ones(1, 1, dtype=torch.bool), model.initial_state(1))
         assert out.policy_params.shape == (1, 1, spec.action_dim)
+
+
+@pytest.mark.parametrize("agent, options", [("impala", ""), ("merlin", "z_size=8,memory_slots=16,mbp_hidden=32,"
+                                                                        "policy_hidden=32,decoder_hidden=32"),
+                                            ("rainbow", "replay_capacity=2000,warmup=100")])
+@pytest.mark.parametrize("env_id", ["popgym/RepeatPreviousEasy-v0", "popgym/ConcentrationEasy-v0", "MiniGrid-MemoryS11-v0"])
+def test_every_agent_trains_on_the_memory_tasks(tmp_path, agent, options, env_id):
+    # One-hot (RepeatPrevious), multi-discrete one-hot (Concentration) and MiniGrid's image view,
+    # each through a short serial run of every agent with its preset: acting, storing and updates.
+    pytest.importorskip("torch")
+    from impala_rl.agents.base import agent_presets
+    from impala_rl.config import TrainConfig
+    from impala_rl.runtime.train import Trainer
+
+    cfg = TrainConfig.for_env(env_id, presets=agent_presets(agent), agent=agent, backend="serial", num_actors=1,
+                              envs_per_actor=2, batch_size=4, unroll_length=10, total_frames=600, learner_threads=1,
+                              seed=0, quiet=True, log_interval=100.0, agent_options=options,
+                              run_dir=str(tmp_path / "run")).validate()
+    result = Trainer(cfg).run()
+    assert result.stop_reason == "done" and result.frames >= 600 and result.version >= 1

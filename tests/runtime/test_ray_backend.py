@@ -384,12 +384,14 @@ def test_rainbow_learns_from_ray_actors_through_its_prioritised_replay(joined_ra
     assert learner.agent.target is not None and learner.agent.updates == learner.version
 
 
-def test_merlin_trains_from_ray_actors_with_its_memory_state(joined_ray):
+@pytest.mark.parametrize("mbp_loss", [True, False])  # MERLIN, and RL-MEM (no ELBO)
+def test_merlin_trains_from_ray_actors_with_its_memory_state(joined_ray, mbp_loss):
     from impala_rl.runtime.loop import run_loop
     from impala_rl.runtime.sources import make_source
 
     cfg = make_cfg(agent="merlin", optimizer="adam", batch_size=4, unroll_length=10, mlp_sizes=(32,),
-                   agent_options="z_size=8,memory_slots=16,mbp_hidden=32,policy_hidden=32,decoder_hidden=32")
+                   agent_options="z_size=8,memory_slots=16,mbp_hidden=32,policy_hidden=32,decoder_hidden=32,"
+                                 f"mbp_loss={str(mbp_loss).lower()}")
     env_spec = probe_env(cfg)
     learner = build_learner(cfg, env_spec)
     backend = ray_backend.RayBackend(cfg, env_spec, learner.model)
@@ -400,5 +402,5 @@ def test_merlin_trains_from_ray_actors_with_its_memory_state(joined_ray):
                  [lambda step: seen.append(step.metrics) or None], total_frames=400)
     finally:
         backend.close()
-    assert learner.frames >= 400 and all("kl" in m for m in seen)
+    assert learner.frames >= 400 and seen and all(("kl" in m) == mbp_loss for m in seen)
     assert learner.spec.slot_fields()["memory"][0] == (16, 16)  # the memory travels with each unroll
