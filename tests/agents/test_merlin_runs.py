@@ -57,3 +57,26 @@ def test_rl_mem_runs_without_the_elbo(tmp_path, backend):
 ])
 def test_bad_input_is_one_line_and_exit_2_and_leaves_no_run_directory(tmp_path, flags, message):
     assert_train_refuses(tmp_path, ["--agent", "merlin", *flags], message)
+
+
+def test_the_cli_resumes_a_merlin_run_and_evaluates_it(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    options = "z_size=8,memory_slots=16,mbp_hidden=32,policy_hidden=32,decoder_hidden=32"
+    cli = [sys.executable, "-m", "impala_rl.cli"]
+    first = [*cli, "train", "--agent", "merlin", "--env", "CartPole-v1", "--backend", "serial", "--learner-threads", "1",
+             "--num-actors", "1", "--envs-per-actor", "2", "--batch-size", "2", "--unroll-length", "10",
+             "--total-frames", "400", "--agent-options", options, "--quiet", "--run-dir", str(run_dir)]
+    proc = subprocess.run(first, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    steps = json.loads((run_dir / "summary.json").read_text())["learner_steps"]
+    proc = subprocess.run([*cli, "train", "--resume", str(run_dir), "--total-frames", "800", "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "resuming" in proc.stdout + proc.stderr, proc.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stop_reason"] == "done" and summary["frames"] >= 800 and summary["learner_steps"] > steps
+    proc = subprocess.run([*cli, "eval", str(run_dir), "--episodes", "2"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "greedy" in proc.stdout, proc.stderr[-2000:]
