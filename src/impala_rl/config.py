@@ -33,7 +33,8 @@ from typing import Any
 from impala_rl.errors import ConfigError
 from impala_rl.presets import ENV_PRESETS, PRESETS
 
-__all__ = ["ENV_PRESETS", "PRESETS", "SECTIONS", "ConfigError", "TrainConfig", "apply_preset", "flag_value"]
+__all__ = ["ENV_PRESETS", "PRESETS", "SECTIONS", "ConfigError", "TrainConfig", "apply_preset", "flag_value",
+           "lacks_preset"]
 
 DEVICES = ("auto", "cpu", "cuda")
 NATIVE_ENV = ("auto", "on", "off")
@@ -228,10 +229,8 @@ class TrainConfig:
         if preset == "auto":
             from impala_rl.envs import env_family  # opens the environment once to read its action space
 
-            preset = env_family(env)
-            by_family = (presets or (PRESETS, ENV_PRESETS))[0]
-            if by_family and preset not in by_family:  # as `impala train`: an agent with no preset here gets
-                preset = None  # its flags' defaults (it may refuse the environment)
+            family = env_family(env)
+            preset = None if lacks_preset(family, presets) else family  # as `impala train`
         return apply_preset(cfg, set(overrides) | {"env"}, preset, presets)[0].validate()
 
     # ---------------------------------------------------------------- derived values
@@ -466,6 +465,13 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def lacks_preset(family: str, presets: tuple[dict, dict] | None = None) -> bool:
+    """Whether an agent that declares presets (``presets``: as :func:`apply_preset` takes them) has
+    none for ``family``: such a run gets the flags' defaults (the agent may still refuse the env)."""
+    by_family = (presets if presets is not None else (PRESETS, ENV_PRESETS))[0]
+    return bool(by_family) and family not in by_family
 
 
 def apply_preset(cfg: TrainConfig, explicit: set[str], family: str | None,

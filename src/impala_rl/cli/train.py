@@ -19,7 +19,7 @@ def config_with_preset(explicit: dict, preset: str | None = "auto"):
     only once the config is valid: a bad input gets one line.
     """
     from impala_rl.agents import agent_presets
-    from impala_rl.config import TrainConfig, apply_preset
+    from impala_rl.config import TrainConfig, apply_preset, lacks_preset
     from impala_rl.envs import env_family
 
     cfg = TrainConfig(**explicit)
@@ -37,7 +37,7 @@ def config_with_preset(explicit: dict, preset: str | None = "auto"):
             known = ", ".join(presets[0]) or f"none (agent {cfg.agent} declares no presets)"
             raise UsageError(f"--preset {preset} is not one of: {known}")
         family = preset
-    elif presets[0] and family not in presets[0]:  # the agent has none here: its flags' defaults (it may refuse the env)
+    elif lacks_preset(family, presets):  # the agent has none here: its flags' defaults (it may refuse the env)
         cfg, _ = apply_preset(cfg, set(explicit), None, presets)
         return cfg, f"[impala] agent {cfg.agent} has no preset for {family} environments: the flags' defaults"
     cfg, changes = apply_preset(cfg, set(explicit), family, presets)
