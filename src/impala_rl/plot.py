@@ -20,7 +20,11 @@ from impala_rl.runfiles import (
     read_metric,
     read_population,
     read_tasks,
+    wall_minutes,
 )
+
+X_AXES = ("frames", "wall")
+X_LABELS = {"frames": "environment frames", "wall": "wall-clock minutes since the run started"}
 
 
 def moving_average(x: np.ndarray, window: int) -> np.ndarray:
@@ -32,35 +36,49 @@ def moving_average(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def plot_runs(run_dirs: list[str], output: str | Path, window: int = 50, title: str | None = None,
-              metric: str = "return") -> Path:
+              metric: str = "return", x: str = "frames") -> Path:
     """Episode return (moving average of ``window`` episodes), or any ``metrics.csv`` column
-    (``metric``, e.g. ``entropy``; smoothed over ``window`` log rows), against frames."""
+    (``metric``, e.g. ``entropy``; smoothed over ``window`` log rows), against frames, or with
+    ``x="wall"`` against wall-clock minutes (:func:`wall_minutes`), to compare agents of
+    different speeds at equal time."""
+    if x not in X_AXES:
+        raise ValueError(f"unknown x axis {x!r}; accepted: {', '.join(X_AXES)}")
     import matplotlib  # only when drawing: importing it (and pyplot) takes seconds
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     if len(run_dirs) == 1 and is_population(run_dirs[0]):
+        if x != "frames":
+            raise ValueError(f"a population ({run_dirs[0]}) is drawn against frames only; "
+                             "to compare wall time, plot its members' directories")
         return plot_population(run_dirs[0], output, window, title, plt)
     tasks = list(dict.fromkeys(t for d in run_dirs for t in read_tasks(d))) if metric == "return" else []
     if tasks:
-        return _plot_tasks(run_dirs, tasks, output, window, title, plt)
+        return _plot_tasks(run_dirs, tasks, output, window, title, plt, x)
     if metric == "return":
         data = [(d, *read_episodes(d)) for d in run_dirs]
     else:
         data = [(d, *read_metric(d, metric)) for d in run_dirs]
     fig, ax = plt.subplots(figsize=(8, 5))
-    _draw(ax, data, window, metric)
+    _draw(ax, _on_x_axis(data, x), window, metric, x)
     ax.set_title(title or "impala-rl learning curves")
     return _save(fig, output, plt)
 
 
-def _plot_tasks(run_dirs, tasks, output, window, title, plt) -> Path:
+def _on_x_axis(data, x: str):
+    """``(run_dir, frames, values)`` rows with frames turned into wall minutes for ``x="wall"``."""
+    if x == "frames":
+        return data
+    return [(d, wall_minutes(d, frames), values) for d, frames, values in data]
+
+
+def _plot_tasks(run_dirs, tasks, output, window, title, plt, x: str = "frames") -> Path:
     """One panel per task of multi-task runs."""
     cols = min(3, len(tasks))
     rows = -(-len(tasks) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
-        _draw(ax, [(d, *read_episodes(d, task)) for d in run_dirs], window, "return")
+        _draw(ax, _on_x_axis([(d, *read_episodes(d, task)) for d in run_dirs], x), window, "return", x)
         ax.set_title(task)
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
@@ -134,14 +152,14 @@ def run_colours(labels: list[str]) -> list[str]:
 RAW_TRACE_MAX_POINTS = 3000
 
 
-def _draw(ax, data, window: int, metric: str) -> None:
+def _draw(ax, data, window: int, metric: str, x: str = "frames") -> None:
     data = [(Path(run_dir).name, frames, returns) for run_dir, frames, returns in data if len(returns)]
     for (label, frames, returns), colour in zip(data, run_colours([label for label, _, _ in data])):
         if len(returns) <= RAW_TRACE_MAX_POINTS:
             ax.plot(frames, returns, alpha=0.15, color=colour)
         count = f"{len(returns)} episodes" if metric == "return" else f"{len(returns)} rows"
         ax.plot(frames, moving_average(returns, window), label=f"{label} ({count})", color=colour)
-    ax.set_xlabel("environment frames")
+    ax.set_xlabel(X_LABELS[x])
     ax.set_ylabel(f"episode return (moving average of {window})" if metric == "return"
                   else f"{metric} (moving average of {window} log rows)")
     ax.grid(alpha=0.3)

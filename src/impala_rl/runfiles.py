@@ -79,6 +79,14 @@ def read_metric(run_dir: str | os.PathLike, name: str) -> tuple[np.ndarray, np.n
     return np.asarray(frames), np.asarray(values)
 
 
+def wall_minutes(run_dir: str | os.PathLike, frames: np.ndarray) -> np.ndarray:
+    """Wall-clock minutes since the run started at each of ``frames``, read from
+    ``metrics.csv``'s ``elapsed_s`` (which a resumed run continues, so a run made of several
+    segments reads as one) and interpolated linearly between its rows (0 at frame 0)."""
+    logged_frames, elapsed_s = read_metric(run_dir, "elapsed_s")
+    return np.interp(frames, np.insert(logged_frames, 0, 0.0), np.insert(elapsed_s, 0, 0.0) / 60.0)
+
+
 def read_summary(run_dir: str | os.PathLike) -> dict:
     """``summary.json`` as saved: how the run ended (``stop_reason``, ``frames``, ``elapsed_s``,
     ``fps``, ``mean_return``, ...); in a population directory, the population's (``members``,

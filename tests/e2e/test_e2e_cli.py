@@ -295,6 +295,18 @@ def test_plot_a_metric_and_an_unknown_metric(trained):
     assert not bad.exists()
 
 
+def test_plot_against_wall_time(trained):
+    root, run_dir, _ = trained
+    png = root / "wall.png"
+    proc = impala("plot", str(run_dir), "--x", "wall", "-o", str(png), cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    proc = impala("plot", str(run_dir), "--x", "minutes", "-o", str(root / "bad.png"), cwd=root)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "unknown x axis 'minutes'; accepted: frames, wall" in proc.stderr
+    assert not (root / "bad.png").exists()
+
+
 def test_version(tmp_path):
     proc = impala("--version", cwd=tmp_path)
     assert proc.returncode == 0

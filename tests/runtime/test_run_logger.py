@@ -122,3 +122,30 @@ def test_plot_draws_raw_returns_only_where_they_stay_readable(tmp_path):
     plt.close(fig)
     # the short run: raw trace and moving average; the long one: its moving average alone
     assert lengths == [few, few, many]
+
+
+def test_wall_minutes_follow_the_logged_elapsed_time(tmp_path):
+    from impala_rl.runfiles import wall_minutes
+
+    (tmp_path / "metrics.csv").write_text("frames,elapsed_s,fps\n100,60,1.7\n300,180,1.7\n700,240,6.7\n")
+    got = wall_minutes(tmp_path, np.array([0.0, 50.0, 100.0, 200.0, 500.0, 700.0]))
+    # 0 at frame 0, linear between logged rows: 50 frames into the first 100 took half its minute
+    np.testing.assert_allclose(got, [0.0, 0.5, 1.0, 2.0, 3.5, 4.0])
+
+
+def test_plot_against_wall_time_and_a_wrong_axis(tmp_path):
+    from impala_rl.plot import plot_runs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("frames,elapsed_s\n1000,30\n2000,90\n")
+    (run / "episodes.csv").write_text("frames,return,length\n500,1,5\n1500,3,5\n2000,4,5\n")
+    png = plot_runs([str(run)], tmp_path / "wall.png", window=2, x="wall")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="unknown x axis 'time'; accepted: frames, wall"):
+        plot_runs([str(run)], tmp_path / "bad.png", x="time")
+    assert not (tmp_path / "bad.png").exists()
+    (run / "metrics.csv").write_text("frames,fps\n1000,30\n")  # a file without the elapsed time
+    with pytest.raises(ValueError, match="no column 'elapsed_s'"):
+        plot_runs([str(run)], tmp_path / "bad.png", x="wall")
+    assert not (tmp_path / "bad.png").exists()

@@ -132,5 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--window", type=int, default=50, help="episodes in the moving average (default: 50)")
     pl.add_argument("--metric", default="return", help="what to plot: return (episodes.csv), or a column of "
                     "metrics.csv such as entropy, grad_norm, policy_lag_mean (default: return)")
+    pl.add_argument("--x", default="frames", help="the x axis: frames (environment frames, the default) or "
+                    "wall (wall-clock minutes since the run started, resumes included: agents of different "
+                    "speeds compared at equal time)")
     pl.set_defaults(func=cmd_plot)
     return parser

@@ -120,7 +120,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from impala_rl.plot import plot_runs
 
     try:
-        path = plot_runs(args.run_dirs, args.output, window=args.window, metric=args.metric)
+        path = plot_runs(args.run_dirs, args.output, window=args.window, metric=args.metric, x=args.x)
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
     print(f"learning curves written to {path}")
