@@ -282,29 +282,21 @@ def test_plot_writes_a_png(trained):
     assert png.stat().st_size > 5000
 
 
-def test_plot_a_metric_and_an_unknown_metric(trained):
+@pytest.mark.parametrize("flag, good, typo, message", [
+    ("--metric", "entropy", "entropyy", "no column 'entropyy'; columns: elapsed_s,"),
+    ("--x", "wall", "minutes", "unknown x axis 'minutes'; accepted: frames, wall"),
+])
+def test_plot_a_metric_or_wall_time_and_a_typo(trained, flag, good, typo, message):
     root, run_dir, _ = trained
-    png = root / "entropy.png"
-    proc = impala("plot", str(run_dir), "--metric", "entropy", "-o", str(png), cwd=root)
+    png = root / f"{good}.png"
+    proc = impala("plot", str(run_dir), flag, good, "-o", str(png), cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = root / "bad.png"
-    proc = impala("plot", str(run_dir), "--metric", "entropyy", "-o", str(bad), cwd=root)
+    proc = impala("plot", str(run_dir), flag, typo, "-o", str(bad), cwd=root)
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "no column 'entropyy'" in proc.stderr and "entropy," in proc.stderr
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr
     assert not bad.exists()
-
-
-def test_plot_against_wall_time(trained):
-    root, run_dir, _ = trained
-    png = root / "wall.png"
-    proc = impala("plot", str(run_dir), "--x", "wall", "-o", str(png), cwd=root)
-    assert proc.returncode == 0, proc.stderr
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    proc = impala("plot", str(run_dir), "--x", "minutes", "-o", str(root / "bad.png"), cwd=root)
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "unknown x axis 'minutes'; accepted: frames, wall" in proc.stderr
-    assert not (root / "bad.png").exists()
 
 
 def test_version(tmp_path):
