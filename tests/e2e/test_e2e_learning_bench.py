@@ -35,7 +35,9 @@ def test_every_suite_names_known_tasks():
     assert set(SUITES["quick"]) <= set(TASKS) and SUITES["atari"] == ("pong", "breakout", "spaceinvaders")
     assert set(SUITES["all"]) | set(SUITES["rainbow"]) | set(SUITES["memory"]) | set(SUITES["rainbow-ablation"]) == set(TASKS)
     assert not any(TASKS[name].flags for name in SUITES["all"])  # IMPALA's tasks with its presets
-    assert all(TASKS[name].flags[:2] == ("--agent", "rainbow") for name in SUITES["rainbow"])
+    beside = [name for name in SUITES["rainbow"] if TASKS[name].flags[:2] != ("--agent", "rainbow")]
+    assert beside == ["minatar-breakout", "minatar-spaceinvaders"]  # IMPALA's preset on Rainbow's MinAtar tasks
+    assert all(TASKS[name].env == TASKS[f"rainbow-{name}"].env and not TASKS[name].flags for name in beside)
     assert RAINBOW_COMPONENTS == rainbow_agent.COMPONENTS
     ablation = {name: TASKS[name].flags[-1] for name in SUITES["rainbow-ablation"]}
     assert len(ablation) == 14 and ablation["breakout2m-dqn"] == DQN[-1]
