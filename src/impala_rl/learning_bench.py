@@ -23,8 +23,9 @@ Suites: ``quick`` (classic, continuous and MinAtar tasks), ``atari`` (Pong 20M f
 Breakout and SpaceInvaders 10M), ``mujoco``
 (HalfCheetah, Walker2d), ``all`` (every task, MountainCar too: a known exploration
 failure, reported rather than tuned for), ``rainbow`` (issue 21's targets: Rainbow and DQN,
-with the IMPALA preset's MinAtar runs beside them), ``rainbow-ablation`` (Rainbow minus each component and DQN plus each, MinAtar Breakout, 2M frames) and ``memory``
-(issue 22's four agents on the memory tasks).
+with the IMPALA preset's MinAtar runs beside them), ``rainbow-ablation`` (Rainbow minus each
+component and DQN plus each, MinAtar Breakout, 2M frames) and ``memory`` (issue 22's four
+agents on the memory tasks).
 """
 
 from __future__ import annotations
