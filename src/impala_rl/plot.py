@@ -59,8 +59,9 @@ def plot_runs(run_dirs: list[str], output: str | Path, window: int = 50, title: 
         data = [(d, *read_episodes(d)) for d in run_dirs]
     else:
         data = [(d, *read_metric(d, metric)) for d in run_dirs]
+    data = _on_x_axis(data, x)  # before any figure: a run without the elapsed time leaves none open
     fig, ax = plt.subplots(figsize=(8, 5))
-    _draw(ax, _on_x_axis(data, x), window, metric, x)
+    _draw(ax, data, window, metric, x)
     ax.set_title(title or "impala-rl learning curves")
     return _save(fig, output, plt)
 
@@ -74,11 +75,12 @@ def _on_x_axis(data, x: str):
 
 def _plot_tasks(run_dirs, tasks, output, window, title, plt, x: str = "frames") -> Path:
     """One panel per task of multi-task runs."""
+    panels = [_on_x_axis([(d, *read_episodes(d, task)) for d in run_dirs], x) for task in tasks]
     cols = min(3, len(tasks))
     rows = -(-len(tasks) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
-    for ax, task in zip(axes.flat, tasks):
-        _draw(ax, _on_x_axis([(d, *read_episodes(d, task)) for d in run_dirs], x), window, "return", x)
+    for ax, task, data in zip(axes.flat, tasks, panels):
+        _draw(ax, data, window, "return", x)
         ax.set_title(task)
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
