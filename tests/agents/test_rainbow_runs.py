@@ -7,6 +7,7 @@ the replay saved beside each checkpoint and restored by ``--resume`` (or refille
 from __future__ import annotations
 
 import logging
+import signal
 
 import numpy as np
 import pytest
@@ -116,30 +117,77 @@ def test_resume_restores_the_replay_and_its_counters_and_refills_when_it_cannot(
         in caplog.text
 
 
-def test_an_interrupt_while_the_replay_stores_data_saves_no_replay(tmp_path, caplog):
-    trainer = Trainer(_cfg(tmp_path))
-    original = trainer.learner.agent.make_source
+def _break_the_41st_unroll(trainer: Trainer, fault) -> tuple[list, list]:
+    """``fault(source, stream)`` runs in the middle of the 41st unroll stored (after half of it is
+    written: the first of a batch of two); returns the sources as they are made and the streams of the unrolls stored."""
+    sources, calls, original = [], [], trainer.learner.agent.make_source
 
-    def make_source(backend):  # Ctrl-C lands in the middle of the 40th unroll stored
+    def make_source(backend):
         source = original(backend)
-        add, calls = source.replay.add_unroll, []
+        add = source.replay.add_unroll
 
         def add_unroll(stream, rows):
             calls.append(stream)
-            if len(calls) == 40:
+            if len(calls) == 41:
                 source.replay._written[stream] += 1  # half-stored
-                raise KeyboardInterrupt
+                fault(source, stream)
+                source.replay._written[stream] -= 1
             return add(stream, rows)
 
         source.replay.add_unroll = add_unroll
+        sources.append(source)
         return source
 
     trainer.learner.agent.make_source = make_source
-    with caplog.at_level(logging.INFO, logger="impala_rl"):
-        result = trainer.run()
-    assert result.stop_reason == "interrupted" and (tmp_path / "run" / "checkpoint.pt").exists()
-    assert "the replay was interrupted while storing data: it is not saved (a resume refills it)" in caplog.text
+    return sources, calls
+
+
+def test_an_exception_while_the_replay_stores_data_saves_no_replay(tmp_path, caplog):
+    trainer = Trainer(_cfg(tmp_path))
+
+    def fault(source, stream):
+        raise MemoryError("no room")
+
+    _break_the_41st_unroll(trainer, fault)
+    with caplog.at_level(logging.INFO, logger="impala_rl"), pytest.raises(MemoryError):
+        trainer.run()
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+    assert "the replay was cut short while storing data: it is not saved (a resume refills it)" in caplog.text
     assert not (tmp_path / "run" / SOURCE_STATE_NAME).exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_replay_stores_data_waits_until_it_is_stored_and_the_replay_is_saved(tmp_path, caplog,
+                                                                                            signum):
+    import os
+
+    from impala_rl.cli.signals import raise_keyboard_interrupt
+
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # as `impala train` sets it
+    signalled = []
+
+    def fault(source, stream):  # Ctrl-C or `kill` lands here; the unroll must still be stored whole
+        os.kill(os.getpid(), signum)
+        signalled.append(int(source.replay._written[stream]))
+
+    try:
+        trainer = Trainer(_cfg(tmp_path))
+        sources, calls = _break_the_41st_unroll(trainer, fault)
+        with caplog.at_level(logging.INFO, logger="impala_rl"):
+            result = trainer.run()
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    source = sources[0]
+    assert result.stop_reason == "interrupted" and len(signalled) == 1
+    assert "cut short" not in caplog.text
+    saved = load_arrays(tmp_path / "run" / SOURCE_STATE_NAME)
+    assert int(saved["version"]) == result.version and int(saved["count"]) == len(source.replay)
+    assert source._intact and int(saved["source:steps_in"]) == source.steps_in
+    # the signal came in the middle of the 41st unroll: it and the rest of its batch were stored and counted
+    # (cut short, the batch's steps would be missing from steps_in), and then the run stopped before the
+    # learner took a batch with them, so it counts 20 frames (the last fetch: one actor's 2 x 10 steps) fewer
+    assert len(calls) == 42 and len(calls) * 10 == source.steps_in == result.frames + 20
+    assert source.replay._written[calls[40]] > signalled[0]
 
 
 def test_save_replay_false_writes_no_replay(tmp_path, caplog):

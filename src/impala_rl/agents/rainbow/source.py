@@ -33,6 +33,7 @@ import torch
 from impala_rl.agents.rainbow.replay import StreamReplay
 from impala_rl.core import qlearning
 from impala_rl.envs.factory import AtariOptions
+from impala_rl.interrupts import held_interrupts
 
 log = logging.getLogger("impala_rl")
 
@@ -159,19 +160,21 @@ class PrioritizedSource:
 
     @contextlib.contextmanager
     def _changing(self):
-        """Around every change to the replay: one that an exception (Ctrl-C) cut short leaves the
-        replay unsaveable, so a checkpoint never carries a half-stored unroll."""
-        self._intact = False
-        yield
-        self._intact = True
+        """Around every change to the replay: Ctrl-C and SIGTERM wait until it is complete (so a
+        stop still saves the replay), and one that an exception cut short leaves the replay
+        unsaveable, so a checkpoint never carries a half-stored unroll."""
+        with held_interrupts():
+            self._intact = False
+            yield
+            self._intact = True
 
     def state_dict(self) -> dict[str, np.ndarray] | None:
         """The replay's arrays and this source's counters (None with ``save_replay=false``, or when
-        an interrupt came in the middle of a change to the replay)."""
+        an exception came in the middle of a change to the replay)."""
         if not self.opts.save_replay:
             return None
         if not self._intact:
-            log.warning("the replay was interrupted while storing data: it is not saved (a resume refills it)")
+            log.warning("the replay was cut short while storing data: it is not saved (a resume refills it)")
             return None
         counters = {f"source:{name}": np.asarray(-1 if getattr(self, name) is None else getattr(self, name))
                     for name in self._COUNTERS}
