@@ -38,14 +38,24 @@ def _capture_source(trainer: Trainer) -> list:
     return sources
 
 
-@pytest.mark.parametrize("backend", ["serial", "local"])
-def test_a_run_keeps_the_replay_ratio_and_counts_frames_from_the_data(tmp_path, backend):
-    cfg = _cfg(tmp_path, backend=backend)
+DQN = "double=false,prioritized=false,dueling=false,multistep=false,distributional=false,noisy=false"
+
+
+@pytest.mark.parametrize("backend, components", [("serial", ""), ("local", ""), ("serial", DQN), ("local", DQN)])
+def test_a_run_keeps_the_replay_ratio_and_counts_frames_from_the_data(tmp_path, backend, components):
+    cfg = _cfg(tmp_path, backend=backend, agent_options=",".join(
+        filter(None, ["replay_capacity=2000,warmup=200,target_update=50", components])))
     trainer = Trainer(cfg)
     sources = _capture_source(trainer)
     result = trainer.run()
     assert result.stop_reason == "done"
     source = sources[0]
+    stored = np.flatnonzero(source.replay._valid)
+    priorities = source.replay.priorities(stored)
+    if components == DQN:  # uniform replay: no actor records, every stored transition equally likely
+        assert source.agent.record_fields() == {} and np.all(priorities == priorities[0])
+    else:  # the learner's priorities written back differ from transition to transition
+        assert len(np.unique(priorities)) > len(stored) // 2
     assert result.frames == source.steps_in >= cfg.total_frames  # CartPole: one frame per agent step
     # the warm-up's 200 transitions earn no updates; from then on one update per 4 fresh steps
     assert result.version == source.updates and 200 <= source.warm_steps <= 200 + 4 * 10 + 4 * 3
