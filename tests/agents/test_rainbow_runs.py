@@ -173,7 +173,10 @@ def test_a_signal_while_the_replay_stores_data_waits_until_it_is_stored_and_the_
 
     from impala_rl.cli.signals import raise_keyboard_interrupt
 
-    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # as `impala train` sets it
+    # as `impala train` in a terminal has them (a shell without job control, CI's for one, starts
+    # its background commands with SIGINT ignored)
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, raise_keyboard_interrupt)}
     signalled = []
 
     def fault(source, stream):  # Ctrl-C or `kill` lands here; the unroll must still be stored whole
@@ -186,7 +189,8 @@ def test_a_signal_while_the_replay_stores_data_waits_until_it_is_stored_and_the_
         with caplog.at_level(logging.INFO, logger="impala_rl"):
             result = trainer.run()
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     source = sources[0]
     assert result.stop_reason == "interrupted" and len(signalled) == 1
     assert "cut short" not in caplog.text

@@ -11,6 +11,15 @@ import pytest
 from impala_rl.interrupts import held_interrupts
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal (a shell without job control starts its
+    background commands, CI's for one, with SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_inside_the_block_is_raised_once_when_the_block_ends():
     done = []
     with pytest.raises(KeyboardInterrupt):
