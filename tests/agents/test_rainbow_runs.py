@@ -130,7 +130,7 @@ def test_resume_restores_the_replay_and_its_counters_and_refills_when_it_cannot(
 def _break_the_41st_unroll(trainer: Trainer, fault) -> tuple[list, list]:
     """``fault(source, stream)`` runs in the middle of the 41st unroll stored (after half of it is
     written: the first of a batch of two); returns the sources as they are made and the streams of the unrolls stored."""
-    sources, calls, original = [], [], trainer.learner.agent.make_source
+    calls, original = [], trainer.learner.agent.make_source
 
     def make_source(backend):
         source = original(backend)
@@ -145,11 +145,10 @@ def _break_the_41st_unroll(trainer: Trainer, fault) -> tuple[list, list]:
             return add(stream, rows)
 
         source.replay.add_unroll = add_unroll
-        sources.append(source)
         return source
 
     trainer.learner.agent.make_source = make_source
-    return sources, calls
+    return _capture_source(trainer), calls
 
 
 def test_an_exception_while_the_replay_stores_data_saves_no_replay(tmp_path, caplog):
