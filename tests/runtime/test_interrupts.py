@@ -11,13 +11,7 @@ import pytest
 from impala_rl.interrupts import held_interrupts
 
 
-@pytest.fixture(autouse=True)
-def ctrl_c_raises():
-    """Ctrl-C raises KeyboardInterrupt, as in a terminal (a shell without job control starts its
-    background commands, CI's for one, with SIGINT ignored)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
+pytestmark = pytest.mark.usefixtures("ctrl_c_raises")  # tests/conftest.py
 
 
 def test_ctrl_c_inside_the_block_is_raised_once_when_the_block_ends():
